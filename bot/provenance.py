@@ -1,0 +1,158 @@
+"""`hubbot.json`: the provenance record published in every repo.
+
+It says where a variant came from (manifest entry, base files, kept experts), what it is
+(statistics) and what it did (example runs). A card can be re-rendered from it alone, and
+`plan` compares its digests with the manifest's to decide what a repo needs.
+
+Stages fill it in turn: the pruner writes `base`, `selection`, `files`; `build` adds
+`stats`, `examples`, `release` and `digests`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.errors import InputError
+
+FILENAME = "hubbot.json"
+SCHEMA_VERSION = 1
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BaseRef(_Record):
+    """The base checkpoint read: repo (or local path), revision, sha256 of each file read."""
+
+    repo: str
+    revision: str | None = None
+    files: dict[str, str] = Field(default_factory=dict)
+
+
+class RoutingCoverage(_Record):
+    """Share of the base model's top-k routing decisions that land on kept experts."""
+
+    per_layer: list[float]
+    mean: float
+
+
+class SelectionRecord(_Record):
+    """Which experts each layer keeps, and why."""
+
+    strategy: str
+    statistics_source: str
+    statistics_digest: str
+    kept_experts: dict[str, list[int]] = Field(description="layer -> sorted original indices")
+    scores: dict[str, list[float]] = Field(
+        default_factory=dict, description="layer -> score of each kept expert, same order"
+    )
+    routing_coverage: RoutingCoverage | None = None
+
+
+class ModelStats(_Record):
+    """Facts computed from config.json and safetensors headers, never typed in."""
+
+    total_params: int
+    active_params: int
+    params_per_expert: int
+    expert_params_kept_share: float
+    size_bytes: int
+    layers: int
+    experts_before: int
+    experts_after: int
+    top_k: int
+    context_length: int
+    query_heads: int
+    kv_heads: int
+    hidden_size: int
+    attention_pattern: str
+    positional_encoding: str
+    norm: str
+    storage_format: str
+
+
+class ExampleRecord(_Record):
+    """One prompt's run."""
+
+    prompt: str
+    completion: str
+    analysis: str | None = None
+    final: str | None = None
+    finished: bool
+    prompt_tokens: int
+    completion_tokens: int
+    tokens_per_second: float
+
+
+class ExampleRun(_Record):
+    """All example prompts of one variant, generated together."""
+
+    device: str
+    dtype: str
+    dequantized: bool = False
+    settings: dict[str, Any]
+    versions: dict[str, str]
+    wall_seconds: float
+    examples: list[ExampleRecord]
+
+
+class VariantRef(_Record):
+    id: str
+    domain: str
+    experts: int
+    repo_id: str
+
+
+class Digests(_Record):
+    """What `plan` compares: `weights` changes need a rebuild, `card` ones a new card."""
+
+    weights: str
+    card: str
+
+
+class Provenance(_Record):
+    """The whole `hubbot.json`."""
+
+    schema_version: int = SCHEMA_VERSION
+    tool_version: str
+    variant: VariantRef | None = None
+    manifest_digest: str | None = None
+    digests: Digests | None = None
+    base: BaseRef
+    output_format: str
+    selection: SelectionRecord
+    files: dict[str, str] = Field(default_factory=dict, description="output file -> sha256")
+    stats: ModelStats | None = None
+    examples: ExampleRun | None = None
+    release: dict[str, Any] = Field(
+        default_factory=dict, description="manifest text the card needs (domain, licence, tags)"
+    )
+
+    def dumps(self) -> str:
+        """Canonical JSON text: sorted keys, two-space indent, trailing newline."""
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def write_provenance(folder: Path, record: Provenance) -> Path:
+    """Write `hubbot.json` into `folder` and return its path."""
+    path = folder / FILENAME
+    path.write_text(record.dumps(), encoding="utf-8")
+    return path
+
+
+def read_provenance(path: Path) -> Provenance:
+    """Read a `hubbot.json` (or the one inside a folder); `InputError` if it is not valid."""
+    if path.is_dir():
+        path = path / FILENAME
+    try:
+        return Provenance.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read provenance: {exc.strerror}") from None
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        raise InputError(f"{path}: not a valid {FILENAME}: {' '.join(first[:3])}") from None

@@ -1,0 +1,1 @@
+"""Expert selection: statistics sources, strategies and routing coverage."""
