@@ -90,9 +90,8 @@ class ExpertCounts(_Strict):
             raise ValueError("give either 'counts' or 'min'/'max', not both")
         if self.counts is None and (self.min is None or self.max is None):
             raise ValueError("give 'counts' or both 'min' and 'max'")
-        if self.counts is None and self.min is not None and self.max is not None:
-            if self.min > self.max:
-                raise ValueError(f"'min' ({self.min}) is above 'max' ({self.max})")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' ({self.min}) is above 'max' ({self.max})")
         return self
 
     def values(self) -> list[int]:
@@ -341,8 +340,7 @@ def _check_naming(spec: ManifestSpec, doc: YamlDocument) -> list[Problem]:
             problems.append(
                 doc.problem(
                     ("naming",),
-                    f"unknown placeholder {{{name}}} in naming template{suffix}; "
-                    f"known: {allowed}",
+                    f"unknown placeholder {{{name}}} in naming template{suffix}; known: {allowed}",
                 )
             )
     return problems
@@ -399,7 +397,11 @@ def _check_cycles(spec: ManifestSpec, doc: YamlDocument) -> list[Problem]:
         seen, cur = {domain.id}, refs.get(domain.id)
         while cur is not None:
             if cur in seen:
-                return [doc.problem(("domains", i, "selection"), "domains refer to each other in a cycle")]
+                return [
+                    doc.problem(
+                        ("domains", i, "selection"), "domains refer to each other in a cycle"
+                    )
+                ]
             seen.add(cur)
             cur = refs.get(cur)
     return []
@@ -419,7 +421,9 @@ def _check_statistics(
     return problems
 
 
-def _check_expansion(spec: ManifestSpec, config: dict[str, Any], doc: YamlDocument) -> list[Problem]:
+def _check_expansion(
+    spec: ManifestSpec, config: dict[str, Any], doc: YamlDocument
+) -> list[Problem]:
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 

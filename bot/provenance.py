@@ -108,6 +108,27 @@ class VariantRef(_Record):
     repo_id: str
 
 
+class DomainInfo(_Record):
+    id: str
+    title: str
+    description: str
+
+
+class ReleaseInfo(_Record):
+    """The manifest's words a card needs (so a card renders from `hubbot.json` alone)."""
+
+    base_model: str
+    domain: DomainInfo
+    license: str
+    language: list[str]
+    tags: list[str]
+    datasets: list[str]
+    statistics_credit: str | None = None
+    citation: str | None = None
+    manifest: str = Field(description="manifest path, for the reproduce command")
+    generation: dict[str, Any] = Field(default_factory=dict)
+
+
 class Digests(_Record):
     """What `plan` compares: `weights` changes need a rebuild, `card` ones a new card."""
 
@@ -129,9 +150,7 @@ class Provenance(_Record):
     files: dict[str, str] = Field(default_factory=dict, description="output file -> sha256")
     stats: ModelStats | None = None
     examples: ExampleRun | None = None
-    release: dict[str, Any] = Field(
-        default_factory=dict, description="manifest text the card needs (domain, licence, tags)"
-    )
+    release: ReleaseInfo | None = None
 
     def dumps(self) -> str:
         """Canonical JSON text: sorted keys, two-space indent, trailing newline."""

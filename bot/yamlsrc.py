@@ -105,7 +105,10 @@ class _Builder:
             if key in out:
                 self.problems.append(self._at(key_node, f"duplicate key {key!r}"))
                 continue
-            self.doc.keys[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            self.doc.keys[(*path, key)] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
             out[key] = self.build(value_node, (*path, key))
         return out
 

@@ -26,7 +26,7 @@ def check_statistics(spec: StatisticsSpec, base_dir: Path, config: dict[str, Any
                 problems.append((("files", i), f"calibration file {name} does not exist"))
         if not (spec.prompts or spec.files or spec.dataset):
             problems.append(((), "calibration needs 'prompts', 'files' or 'dataset'"))
-    if isinstance(spec, FingerprintStatistics) and spec.path is not None:
-        if not (base_dir / spec.path).is_dir():
-            problems.append((("path",), f"fingerprint folder {spec.path} does not exist"))
+    fingerprints = isinstance(spec, FingerprintStatistics) and spec.path is not None
+    if fingerprints and not (base_dir / spec.path).is_dir():  # type: ignore[union-attr]
+        problems.append((("path",), f"fingerprint folder {spec.path} does not exist"))
     return problems
