@@ -1,0 +1,86 @@
+"""hubbot's task list. Every CI job calls one of these sessions; workflows hold no logic.
+
+nox -s tests                       # the whole test suite
+nox -s lint                        # ruff
+nox -s demo                        # build and publish the demo release to a local Hub
+nox -s plan -- manifests/gpt-oss-20b.yaml
+nox -s publish -- manifests/gpt-oss-20b.yaml --variant science-16
+nox -s cards -- manifests/gpt-oss-20b.yaml
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+CONSTRAINTS = ("-c", "constraints.txt")
+
+
+def _install(session: nox.Session, extras: str = "") -> None:
+    session.install(*CONSTRAINTS, "-e", f".{extras}")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite (two workers; pass pytest options after --)."""
+    _install(session, "[test]")
+    session.run("python", "-m", "pytest", "-n", "2", "-q", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install(*CONSTRAINTS, "ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """Build the demo release of a tiny model and publish it to a local Hub."""
+    _install(session)
+    session.run("hubbot", "demo", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def validate(session: nox.Session) -> None:
+    """Validate every manifest."""
+    _install(session)
+    session.run("hubbot", "validate", *(session.posargs or _manifests(session)))
+
+
+@nox.session(python=PYTHON)
+def plan(session: nox.Session) -> None:
+    """Plan a manifest against the Hub: nox -s plan -- MANIFEST [--json]."""
+    _install(session)
+    session.run("hubbot", "plan", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def matrix(session: nox.Session) -> None:
+    """GitHub Actions matrix of the variants that need work: nox -s matrix -- MANIFEST."""
+    _install(session)
+    session.run("hubbot", "matrix", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def publish(session: nox.Session) -> None:
+    """Build and publish: nox -s publish -- MANIFEST [--variant ID]."""
+    _install(session)
+    session.run("hubbot", "publish", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def cards(session: nox.Session) -> None:
+    """Re-render every published card: nox -s cards -- MANIFEST."""
+    _install(session)
+    session.run("hubbot", "cards", "--regen", *session.posargs)
+
+
+def _manifests(session: nox.Session) -> list[str]:
+    from pathlib import Path
+
+    return sorted(str(p) for p in Path("manifests").glob("*.yaml"))
