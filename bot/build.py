@@ -1,0 +1,199 @@
+"""Build one variant into a staged repo folder, ready to publish.
+
+    Variant --select--> SelectionRecord --prune--> folder --stats, examples--> hubbot.json
+            --card--> README.md + experts.png
+
+The staged folder holds exactly what the repo should hold. Digests recorded in
+`hubbot.json` let `plan` tell later whether the weights or only the card are stale.
+
+Example:
+    >>> manifest = load_manifest("manifests/demo.yaml")                 # doctest: +SKIP
+    >>> build_variant(manifest, manifest.variant("general-4"), Path("out"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot import __version__
+from bot.manifest import Manifest, Variant
+from bot.provenance import (
+    BaseRef,
+    Digests,
+    DomainInfo,
+    Provenance,
+    ReleaseInfo,
+    SelectionRecord,
+    read_provenance,
+    write_provenance,
+)
+
+# Bump when the pruner's output for the same inputs changes (forces rebuilds).
+WEIGHTS_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """A staged repo folder and its provenance."""
+
+    variant: Variant
+    folder: Path
+    provenance: Provenance
+
+
+def endpoint_for(manifest: Manifest) -> str | None:
+    """The Hub endpoint: `HF_ENDPOINT` wins over the manifest's `hub.endpoint`."""
+    return os.environ.get("HF_ENDPOINT") or manifest.spec.hub.endpoint
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def manifest_entry(manifest: Manifest, variant: Variant) -> dict[str, Any]:
+    """Everything the manifest says about one variant, as plain data."""
+    spec = manifest.spec
+    return {
+        "base": spec.base.model_dump(mode="json"),
+        "output": spec.output.model_dump(mode="json"),
+        "domain": manifest.domain(variant.domain).model_dump(mode="json", by_alias=True),
+        "experts": variant.experts,
+        "repo_id": variant.repo_id,
+        "card": spec.card.model_dump(mode="json"),
+        "generation": spec.generation.model_dump(mode="json"),
+    }
+
+
+def release_info(manifest: Manifest, variant: Variant) -> ReleaseInfo:
+    """The manifest text a card needs, recorded in `hubbot.json`."""
+    spec, domain = manifest.spec, manifest.domain(variant.domain)
+    try:
+        shown = str(manifest.path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        shown = manifest.path.name
+    return ReleaseInfo(
+        base_model=spec.base.repo or spec.base.name,
+        domain=DomainInfo(id=domain.id, title=domain.title, description=domain.description),
+        license=spec.card.license,
+        language=list(spec.card.language),
+        tags=list(spec.card.tags),
+        datasets=list(spec.card.datasets),
+        statistics_credit=spec.card.statistics_credit,
+        citation=spec.card.citation,
+        manifest=shown,
+        generation=spec.generation.model_dump(mode="json"),
+    )
+
+
+def template_path(manifest: Manifest) -> Path:
+    return manifest.resolve(manifest.spec.card.template)
+
+
+def desired_digests(manifest: Manifest, variant: Variant, selection: SelectionRecord) -> Digests:
+    """What the repo should be: `weights` covers everything that needs the model run."""
+    spec = manifest.spec
+    weights = {
+        "format": WEIGHTS_FORMAT,
+        "base": {"repo": spec.base.repo, "path": spec.base.path, "revision": spec.base.revision},
+        "output": spec.output.model_dump(mode="json"),
+        "kept_experts": selection.kept_experts,
+        "generation": spec.generation.model_dump(mode="json"),
+        "examples": list(manifest.domain(variant.domain).examples),
+    }
+    card = {
+        "tool": __version__,
+        "template": hashlib.sha256(template_path(manifest).read_bytes()).hexdigest(),
+        "release": release_info(manifest, variant).model_dump(mode="json"),
+        "repo_id": variant.repo_id,
+        "selection": selection.model_dump(mode="json"),
+    }
+    return Digests(weights=_digest(weights), card=_digest(card))
+
+
+def build_variant(
+    manifest: Manifest,
+    variant: Variant,
+    out: Path,
+    *,
+    base_folder: Path | None = None,
+    device: str | None = None,
+    examples: bool = True,
+    progress: bool = True,
+) -> BuildResult:
+    """Prune, run the examples, and render the card of `variant` into `out`."""
+    from bot.card import write_card
+    from bot.examples import run_examples
+    from bot.prune import prune_checkpoint
+    from bot.selection import select_experts
+    from bot.stats import model_stats
+
+    spec = manifest.spec
+    base = base_folder or fetch_manifest_base(manifest)
+    selection = select_experts(manifest, variant, base_folder=base)
+    keep = {int(layer): experts for layer, experts in selection.kept_experts.items()}
+    if out.exists():
+        shutil.rmtree(out)
+    pruned = prune_checkpoint(
+        base,
+        out,
+        keep,
+        dtype="bf16" if spec.output.format == "bf16" else "source",
+        max_shard_bytes=spec.output.max_shard_bytes,
+        provenance={
+            "repo": spec.base.repo or str(base),
+            "revision": spec.base.revision if spec.base.repo else None,
+            "selection": selection.model_dump(mode="json"),
+        },
+    )
+    record = read_provenance(pruned.path)
+    run = None
+    if examples:
+        domain = manifest.domain(variant.domain)
+        run = run_examples(
+            pruned.path, list(domain.examples), spec.generation, device=device, progress=progress
+        )
+    record = record.model_copy(
+        update={
+            "variant": {
+                "id": variant.id,
+                "domain": variant.domain,
+                "experts": variant.experts,
+                "repo_id": variant.repo_id,
+            },
+            "manifest_digest": _digest(manifest_entry(manifest, variant)),
+            "digests": desired_digests(manifest, variant, selection),
+            "base": BaseRef(
+                repo=spec.base.repo or spec.base.name,
+                revision=spec.base.revision if spec.base.repo else None,
+                files=record.base.files,
+            ),
+            "selection": selection,
+            "stats": model_stats(pruned.path, base_config=manifest.base_config),
+            "examples": run,
+            "release": release_info(manifest, variant),
+        }
+    )
+    record = Provenance.model_validate(record.model_dump())
+    write_card(pruned.path, record, template_path(manifest))
+    write_provenance(pruned.path, record)
+    return BuildResult(variant=variant, folder=pruned.path, provenance=record)
+
+
+def fetch_manifest_base(manifest: Manifest) -> Path:
+    """The base checkpoint of `manifest`: its local folder, or a download of the pinned repo."""
+    from bot.hub.download import fetch_base
+
+    base = manifest.spec.base
+    return fetch_base(
+        repo=base.repo,
+        path=manifest.resolve(base.path) if base.path else None,
+        revision=base.revision,
+        endpoint=endpoint_for(manifest),
+    )
