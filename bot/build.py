@@ -131,12 +131,12 @@ def build_variant(
     from bot.card import write_card
     from bot.examples import run_examples
     from bot.prune import prune_checkpoint
-    from bot.selection import select_experts
+    from bot.selection.select import select_experts
     from bot.stats import model_stats
 
     spec = manifest.spec
     base = base_folder or fetch_manifest_base(manifest)
-    selection = select_experts(manifest, variant, base_folder=base)
+    selection = select_experts(manifest, variant)
     keep = {int(layer): experts for layer, experts in selection.kept_experts.items()}
     if out.exists():
         shutil.rmtree(out)

@@ -7,6 +7,7 @@ Commands are thin: they parse arguments, call one library function and print its
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -69,19 +70,250 @@ def validate(manifests: tuple[Path, ...]) -> None:
 
 @cli.command()
 @click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--hub", "online", is_flag=True, help="Compare with what the Hub holds.")
+@click.option("--variant", "variant_ids", multiple=True, help="Only these variants.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--summary", is_flag=True, help="Also append a table to $GITHUB_STEP_SUMMARY.")
 @_errors_to_exit_codes
-def plan(manifest: Path, as_json: bool) -> None:
-    """Show what each variant of MANIFEST is and needs."""
+def plan(
+    manifest: Path, online: bool, variant_ids: tuple[str, ...], as_json: bool, summary: bool
+) -> None:
+    """Show what each variant of MANIFEST is and (with --hub) what it needs."""
     from bot.manifest import load_manifest
-    from bot.planning import offline_plan
+    from bot.planning import markdown_table, plan_rows
 
-    rows = offline_plan(load_manifest(manifest))
+    rows = plan_rows(load_manifest(manifest), online=online, variant_ids=variant_ids)
+    if summary and os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as out:
+            out.write(markdown_table(rows))
     if as_json:
         _print_json(rows)
         return
     for row in rows:
-        click.echo(f"{row['variant']:<32} {row['repo_id']}  ({row['total_params']:,} params)")
+        action = f"{row['action']:<9} " if "action" in row else ""
+        click.echo(f"{action}{row['variant']:<28} {row['repo_id']}  ({row['total_params']:,})")
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--variant", "variant_id", required=True, help="Variant id, e.g. science-16.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to stage.")
+@click.option("--device", help="cuda, mps or cpu (default: the best available).")
+@click.option("--no-examples", is_flag=True, help="Skip the example runs.")
+@_errors_to_exit_codes
+def build(
+    manifest: Path, variant_id: str, out: Path, device: str | None, no_examples: bool
+) -> None:
+    """Stage one variant's repo folder: weights, config, tokenizer, card, hubbot.json."""
+    from bot.build import build_variant
+    from bot.manifest import load_manifest
+
+    loaded = load_manifest(manifest)
+    result = build_variant(
+        loaded, loaded.variant(variant_id), out, device=device, examples=not no_examples
+    )
+    click.echo(f"{result.variant.id}: staged in {result.folder}")
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--variant", "variant_ids", multiple=True, help="Only these variants.")
+@click.option("--dry-run", is_flag=True, help="Plan only; change nothing.")
+@click.option("--device", help="cuda, mps or cpu for the example runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcomes as JSON.")
+@_errors_to_exit_codes
+def publish(
+    manifest: Path, variant_ids: tuple[str, ...], dry_run: bool, device: str | None, as_json: bool
+) -> None:
+    """Build and publish what the plan says, one commit per variant."""
+    from bot.build import endpoint_for
+    from bot.hub.publish import connect
+    from bot.manifest import load_manifest
+    from bot.release import publish_release
+
+    loaded = load_manifest(manifest)
+    outcomes = publish_release(
+        loaded,
+        connect(endpoint_for(loaded)),
+        variant_ids=variant_ids,
+        dry_run=dry_run,
+        device=device,
+        on_outcome=None if as_json else _echo_outcome,
+    )
+    _finish(outcomes, as_json)
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--regen", is_flag=True, required=True, help="Re-render from hubbot.json.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcomes as JSON.")
+@_errors_to_exit_codes
+def cards(manifest: Path, regen: bool, as_json: bool) -> None:
+    """Nightly: re-render every published card; commit only where it changed."""
+    from bot.build import endpoint_for
+    from bot.hub.publish import connect
+    from bot.manifest import load_manifest
+    from bot.release import regenerate_cards
+
+    loaded = load_manifest(manifest)
+    outcomes = regenerate_cards(
+        loaded, connect(endpoint_for(loaded)), on_outcome=None if as_json else _echo_outcome
+    )
+    _finish(outcomes, as_json)
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option(
+    "--all", "everything", is_flag=True, help="Every variant, not only those needing work."
+)
+@click.option("--chunks", default=1, show_default=True, help="Split into this many matrices.")
+@click.option("--github-output", is_flag=True, help="Write chunk-N=... to $GITHUB_OUTPUT.")
+@_errors_to_exit_codes
+def matrix(manifest: Path, everything: bool, chunks: int, github_output: bool) -> None:
+    """GitHub Actions matrix JSON of the variants that need work."""
+    from bot.manifest import load_manifest
+    from bot.planning import github_matrices
+
+    loaded = load_manifest(manifest)
+    parts = github_matrices(loaded, chunks=chunks, online=not everything)
+    if github_output:
+        target = os.environ.get("GITHUB_OUTPUT")
+        if not target:
+            raise InputError("--github-output needs $GITHUB_OUTPUT (set by GitHub Actions)")
+        with open(target, "a", encoding="utf-8") as out:
+            for i, part in enumerate(parts):
+                out.write(f"chunk-{i}={json.dumps(part) if part['include'] else ''}\n")
+    _print_json(parts if chunks > 1 else parts[0])
+
+
+@cli.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option(
+    "--keep",
+    "keep_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help='JSON: {"layer": [expert, ...], ...}',
+)
+@click.option("--dtype", type=click.Choice(["source", "bf16"]), default="source", show_default=True)
+@click.option("--max-shard-bytes", type=int, default=5 * 1024**3, show_default=True)
+@_errors_to_exit_codes
+def prune(src: Path, dst: Path, keep_file: Path, dtype: str, max_shard_bytes: int) -> None:
+    """Low level: copy checkpoint SRC to DST keeping only the listed experts."""
+    from bot.prune import prune_checkpoint
+
+    try:
+        raw = json.loads(keep_file.read_text(encoding="utf-8"))
+        keep = {int(layer): [int(e) for e in experts] for layer, experts in raw.items()}
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise InputError(f"{keep_file}: not a keep list ({{layer: [experts]}}): {exc}") from None
+    result = prune_checkpoint(src, dst, keep, dtype=dtype, max_shard_bytes=max_shard_bytes)  # type: ignore[arg-type]
+    click.echo(f"{result.path}: {result.bytes_written:,} bytes written, {result.bytes_read:,} read")
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--domain", "domain_id", required=True, help="Domain id.")
+@click.option("--layer", type=int, help="Only this layer.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--save", type=click.Path(path_type=Path), help="Save the statistics here.")
+@_errors_to_exit_codes
+def scores(
+    manifest: Path, domain_id: str, layer: int | None, as_json: bool, save: Path | None
+) -> None:
+    """A domain's expert ranking per layer (best first)."""
+    from bot.manifest import load_manifest
+    from bot.selection.select import domain_ranking, domain_statistics
+    from bot.selection.statistics import save_statistics
+
+    loaded = load_manifest(manifest)
+    try:
+        loaded.domain(domain_id)
+    except KeyError:
+        raise InputError(f"{manifest}: no domain {domain_id!r}") from None
+    ranking = domain_ranking(loaded, domain_id)
+    if save is not None:
+        save_statistics(domain_statistics(loaded, domain_id), save)
+    data = ranking.to_json(layer)
+    if as_json:
+        _print_json(data)
+        return
+    click.echo(f"{domain_id}: strategy {data.get('strategy')}, metric {data.get('metric')}")
+    for row in data["layers"]:
+        ranked = " ".join(f"{r['expert']}({r['score']:.3f})" for r in row["ranking"])
+        click.echo(f"layer {row['layer']:>2}: {ranked}")
+
+
+@cli.group()
+def hub() -> None:
+    """The local Hub-compatible server."""
+
+
+@hub.command("serve")
+@click.option("--root", required=True, type=click.Path(path_type=Path), help="Storage folder.")
+@click.option("--port", default=0, show_default=True, help="0 picks a free port.")
+@click.option("--token", "tokens", multiple=True, help="Accepted write token (repeatable).")
+@_errors_to_exit_codes
+def hub_serve(root: Path, port: int, tokens: tuple[str, ...]) -> None:
+    """Serve a local Hub on 127.0.0.1 until interrupted."""
+    from bot.hub.server import serve
+
+    serve(root, port=port, tokens=list(tokens) or None)
+
+
+@cli.command()
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=Path(".hubbot/demo"),
+    show_default=True,
+    help="Where the local Hub and builds live.",
+)
+@click.option("--serve", "keep_serving", is_flag=True, help="Keep the local Hub up afterwards.")
+@_errors_to_exit_codes
+def demo(workdir: Path, keep_serving: bool) -> None:
+    """Build and publish the demo release to a local Hub (the embedded defaults)."""
+    from bot.demo import run_demo
+
+    run_demo(workdir, keep_serving=keep_serving, echo=click.echo)
+
+
+def _echo_outcome(outcome: Any) -> None:
+    result = outcome.result
+    if outcome.error:
+        click.echo(f"FAILED  {outcome.variant.id}: {outcome.error}", err=True)
+    elif result is None:
+        click.echo(f"{outcome.action:<9} {outcome.variant.id}: nothing to do")
+    else:
+        commit = (result.commit or "no commit")[:12]
+        click.echo(
+            f"{outcome.action:<9} {outcome.variant.id}: {commit}, {len(result.uploaded)} files, "
+            f"{result.bytes_uploaded:,} bytes"
+        )
+
+
+def _finish(outcomes: list[Any], as_json: bool) -> None:
+    if as_json:
+        _print_json([_outcome_json(o) for o in outcomes])
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        raise HubbotError(f"{len(failed)} of {len(outcomes)} variants failed")
+
+
+def _outcome_json(outcome: Any) -> dict[str, Any]:
+    result = outcome.result
+    return {
+        "variant": outcome.variant.id,
+        "repo_id": outcome.variant.repo_id,
+        "action": str(outcome.action),
+        "commit": result.commit if result else None,
+        "uploaded": list(result.uploaded) if result else [],
+        "deleted": list(result.deleted) if result else [],
+        "bytes_uploaded": result.bytes_uploaded if result else 0,
+        "error": outcome.error,
+    }
 
 
 @cli.command()

@@ -1,3 +1,3 @@
 """Shared pytest setup: fixture plugins live in their own modules under tests/."""
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.hub_fixtures"]
