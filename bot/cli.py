@@ -252,12 +252,27 @@ def hub() -> None:
 
 
 @hub.command("serve")
-@click.option("--root", required=True, type=click.Path(path_type=Path), help="Storage folder.")
-@click.option("--port", default=0, show_default=True, help="0 picks a free port.")
-@click.option("--token", "tokens", multiple=True, help="Accepted write token (repeatable).")
+@click.option(
+    "--root",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder holding the repos (created if missing; a restart serves them again).",
+)
+@click.option("--port", default=0, show_default=True, help="Port (0: any free port).")
+@click.option(
+    "--token",
+    "tokens",
+    multiple=True,
+    envvar="HUBBOT_HUB_TOKENS",
+    help="An accepted token (repeatable; or HUBBOT_HUB_TOKENS, space-separated). "
+    "None given: any token is accepted.",
+)
 @_errors_to_exit_codes
 def hub_serve(root: Path, port: int, tokens: tuple[str, ...]) -> None:
-    """Serve a local Hub on 127.0.0.1 until interrupted."""
+    """Serve a local Hub on 127.0.0.1 until Ctrl-C.
+
+    Clients set HF_ENDPOINT=<url> and HF_HUB_DISABLE_XET=1.
+    """
     from bot.hub.server import serve
 
     serve(root, port=port, tokens=list(tokens) or None)
