@@ -30,6 +30,7 @@ from bot.provenance import (
     Provenance,
     ReleaseInfo,
     SelectionRecord,
+    VariantRef,
     read_provenance,
     write_provenance,
 )
@@ -161,12 +162,12 @@ def build_variant(
         )
     record = record.model_copy(
         update={
-            "variant": {
-                "id": variant.id,
-                "domain": variant.domain,
-                "experts": variant.experts,
-                "repo_id": variant.repo_id,
-            },
+            "variant": VariantRef(
+                id=variant.id,
+                domain=variant.domain,
+                experts=variant.experts,
+                repo_id=variant.repo_id,
+            ),
             "manifest_digest": _digest(manifest_entry(manifest, variant)),
             "digests": desired_digests(manifest, variant, selection),
             "base": BaseRef(

@@ -36,6 +36,10 @@ def run_demo(
     os.environ["HF_HUB_DISABLE_XET"] = "1"
     os.environ["HF_HOME"] = str((workdir / "hf-home").resolve())
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
     from bot.hub.server import HubServer
 

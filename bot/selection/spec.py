@@ -29,17 +29,28 @@ class FingerprintStatistics(_Strict):
 
 
 class DatasetTexts(_Strict):
-    """A `datasets` dataset to calibrate on: name, optional config, split and text column."""
+    """A `datasets` dataset to calibrate on: name, optional config, split and text column.
+
+    `name` is a Hub dataset id (pin it with `revision`), a builder such as `json` or `csv`
+    with `data_files` (paths relative to the manifest), or a folder written by
+    `Dataset.save_to_disk` (relative to the manifest).
+    """
 
     name: str
     config: str | None = None
+    revision: str | None = None
+    data_files: list[str] = Field(default_factory=list)
     split: str = "train"
     column: str = "text"
     limit: int | None = Field(default=None, ge=1)
 
 
 class CalibrationStatistics(_Strict):
-    """Statistics measured by running the base model over texts with router hooks."""
+    """Statistics measured by running the base model over texts with router hooks.
+
+    The texts are `prompts`, then `files` (each file one UTF-8 text, relative to the
+    manifest), then the `dataset` column; each is cut to `max_tokens` tokens.
+    """
 
     source: Literal["calibration"]
     prompts: list[str] = Field(default_factory=list)

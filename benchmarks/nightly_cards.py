@@ -1,0 +1,208 @@
+"""Nightly card regeneration of the seed release against the local Hub.
+
+The 232 variants of `manifests/gpt-oss-20b.yaml` are published to a fresh local server
+from provenance files only (README.md, experts.png, hubbot.json; no weights): real repo
+names, real kept experts from the shipped fingerprints, statistics from the real config,
+synthetic example outputs. Then it measures `hubbot cards --regen`:
+
+1. after a template change (one line added to a copy of the template);
+2. again with no change (goal: 0 commits, at most 2 HTTP requests per variant).
+
+For each: commits, LFS bytes uploaded, HTTP requests per variant, wall time; the median
+of `--runs` runs of the unchanged pass, and its ratio to a baseline measured in the same
+run (one `model_info` request per variant).
+
+Usage:
+    python benchmarks/nightly_cards.py [--runs 3] [--variants 232]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = ROOT / "manifests" / "gpt-oss-20b.yaml"
+
+
+def _release_copy(folder: Path) -> Path:
+    """A copy of the real manifest whose card template we may edit."""
+    (folder / "manifests").mkdir(parents=True)
+    (folder / "templates").mkdir()
+    for name in ("gpt-oss-20b.yaml", "gpt-oss-20b.config.json"):
+        shutil.copy(ROOT / "manifests" / name, folder / "manifests" / name)
+    shutil.copy(ROOT / "templates" / "model_card.md.j2", folder / "templates")
+    return folder / "manifests" / "gpt-oss-20b.yaml"
+
+
+def _record(manifest, variant):  # type: ignore[no-untyped-def]
+    from bot.build import WEIGHTS_FORMAT, desired_digests, release_info
+    from bot.provenance import (
+        BaseRef,
+        ExampleRecord,
+        ExampleRun,
+        ModelStats,
+        Provenance,
+        VariantRef,
+    )
+    from bot.selection.select import select_experts
+    from bot.stats import parameter_counts
+
+    config = manifest.base_config
+    counts = parameter_counts(config)
+    selection = select_experts(manifest, variant)
+    stats = ModelStats(
+        total_params=variant.total_params,
+        active_params=counts.active,
+        params_per_expert=counts.per_expert // config["num_hidden_layers"],
+        expert_params_kept_share=variant.experts / counts.experts,
+        size_bytes=variant.total_params * 2,
+        layers=config["num_hidden_layers"],
+        experts_before=counts.experts,
+        experts_after=variant.experts,
+        top_k=counts.top_k,
+        context_length=config["max_position_embeddings"],
+        query_heads=config["num_attention_heads"],
+        kv_heads=config["num_key_value_heads"],
+        hidden_size=config["hidden_size"],
+        attention_pattern="alternating sliding-window (128 tokens) and full attention",
+        positional_encoding="RoPE (YaRN, factor 32)",
+        norm="RMSNorm",
+        storage_format="BF16",
+    )
+    prompts = manifest.domain(variant.domain).examples
+    text = "<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>final"
+    run = ExampleRun(
+        device="cuda",
+        dtype="bfloat16",
+        settings=manifest.spec.generation.model_dump(mode="json"),
+        versions={"hubbot": "bench", "torch": "2.13.0", "transformers": "5.24.0"},
+        wall_seconds=1.0,
+        examples=[
+            ExampleRecord(
+                prompt=p,
+                completion=f"{text}<|message|>Answer {i} for {variant.id}.<|return|>",
+                analysis="Think.",
+                final=f"Answer {i} for {variant.id}.",
+                finished=True,
+                prompt_tokens=40,
+                completion_tokens=20,
+                tokens_per_second=50.0,
+            )
+            for i, p in enumerate(prompts)
+        ],
+    )
+    return Provenance(
+        tool_version=f"bench-{WEIGHTS_FORMAT}",
+        variant=VariantRef(
+            id=variant.id, domain=variant.domain, experts=variant.experts, repo_id=variant.repo_id
+        ),
+        manifest_digest="0" * 64,
+        digests=desired_digests(manifest, variant, selection),
+        base=BaseRef(repo="openai/gpt-oss-20b", revision=manifest.spec.base.revision),
+        output_format="bf16",
+        selection=selection,
+        stats=stats,
+        examples=run,
+        release=release_info(manifest, variant),
+    )
+
+
+def _publish_cards(manifest, api, variants, scratch: Path) -> None:  # type: ignore[no-untyped-def]
+    from bot.hub.publish import publish_folder
+    from bot.release import card_files
+
+    for variant in variants:
+        folder = scratch / variant.id
+        folder.mkdir()
+        for name, data in card_files(manifest, variant, _record(manifest, variant)).items():
+            (folder / name).write_bytes(data)
+        publish_folder(api, variant.repo_id, folder, private=False, message=f"seed {variant.id}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--variants", type=int, default=232)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="hubbot-nightly-") as tmp:
+        work = Path(tmp)
+        os.environ["HF_HOME"] = str(work / "hf-home")
+        from bot.hub.publish import connect
+        from bot.hub.server import HubServer
+        from bot.manifest import load_manifest
+
+        manifest_path = _release_copy(work / "release")
+        with HubServer(work / "hub", tokens=["bench-token"]) as server:
+            api = connect(server.endpoint, "bench-token")
+            manifest = load_manifest(manifest_path)
+            variants = manifest.variants[: args.variants]
+            started = time.perf_counter()
+            (work / "seed").mkdir()
+            _publish_cards(manifest, api, variants, work / "seed")
+            print(f"seeded {len(variants)} repos in {time.perf_counter() - started:.1f} s")
+
+            template = manifest_path.parent.parent / "templates" / "model_card.md.j2"
+            template.write_text(template.read_text() + "\n<!-- regenerated -->\n")
+            manifest = load_manifest(manifest_path)
+            _report("after a template change", *_measure(manifest, api, server, variants))
+
+            walls, baselines = [], []
+            for _ in range(args.runs):
+                commits, lfs, requests, wall = _measure(manifest, api, server, variants)
+                walls.append(wall)
+                baselines.append(_baseline(api, server, variants))
+            _report("no change (last run)", commits, lfs, requests, wall)
+            base = statistics.median(baselines)
+            median = statistics.median(walls)
+            print(
+                f"no change: median {median:.2f} s over {args.runs} runs; baseline (one "
+                f"model_info per variant) {base:.2f} s; ratio {median / base:.2f}"
+            )
+
+
+def _measure(manifest, api, server, variants):  # type: ignore[no-untyped-def]
+    from bot.release import refresh_card
+
+    server.stats.reset()
+    commits = lfs = 0
+    started = time.perf_counter()
+    for variant in variants:
+        result = refresh_card(manifest, api, variant)
+        commits += 1 if result.commit else 0
+        lfs += sum(size for path, size in _sizes(result).items() if path.endswith(".png"))
+    wall = time.perf_counter() - started
+    requests = server.stats.total
+    return commits, lfs, requests / len(variants), wall
+
+
+def _sizes(result) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    share = result.bytes_uploaded // max(1, len(result.uploaded)) if result.uploaded else 0
+    return dict.fromkeys(result.uploaded, share)
+
+
+def _baseline(api, server, variants) -> float:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    for variant in variants:
+        api.model_info(variant.repo_id)
+    return time.perf_counter() - started
+
+
+def _report(label: str, commits: int, lfs: int, requests: float, wall: float) -> None:
+    print(
+        f"{label}: {commits} commits, ~{lfs:,} LFS bytes uploaded, "
+        f"{requests:.2f} HTTP requests per variant, {wall:.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

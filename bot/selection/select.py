@@ -1,0 +1,232 @@
+"""Expert selection for a manifest: statistics per domain, final orders, kept experts.
+
+`domain_ranking` gives a domain's final order per layer (every expert once, best first,
+see `bot.selection.strategies`) with each expert's score; `select_experts` keeps the first
+N of each layer for a variant and records why. Both are cached per manifest, so after
+the first statistics load a whole release selects in well under a second.
+
+Scores are the domain's own metric (selection frequency, or router mass for
+`router_mass`); an `inverse` domain shows the scores of the domain it reverses, and its
+routing coverage is measured on that domain's data (it has none of its own). For the
+fingerprints the frequency is the published rule's score (summed `count_frequency * w *
+0.5` over the summed sample weight). An `interleave` domain ranks by frequency.
+
+Example:
+    >>> record = select_experts(manifest, manifest.variant("science-8"))   # doctest: +SKIP
+    >>> record.kept_experts["0"], record.routing_coverage.mean             # doctest: +SKIP
+    ([3, 9, 11, 16, 17, 19, 22, 31], 0.488...)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.errors import InputError
+from bot.manifest import Manifest, Variant
+from bot.provenance import SelectionRecord
+from bot.selection import strategies
+from bot.selection.coverage import routing_coverage
+from bot.selection.fingerprints import packed_table, raw_table
+from bot.selection.spec import (
+    CalibrationStatistics,
+    FileStatistics,
+    FingerprintStatistics,
+    StatisticsSpec,
+)
+from bot.selection.statistics import ExpertStatistics, read_statistics, shape_problems
+
+_MAX_CACHED = 256
+
+
+@dataclass(frozen=True, eq=False)
+class DomainRanking:
+    """A domain's final expert order per layer, with scores and the statistics read.
+
+    `order[l]` lists every expert of layer `l`, the ones to keep first; `scores[l, e]` is
+    expert `e`'s score (0.0 where the data never met it); `statistics[0]` is the domain's
+    own statistics (for `inverse`, those of the domain it reverses), then any others read.
+    """
+
+    domain: str
+    strategy: str
+    metric: str
+    order: np.ndarray
+    scores: np.ndarray
+    statistics: tuple[ExpertStatistics, ...]
+
+    @property
+    def statistics_source(self) -> str:
+        return " + ".join(dict.fromkeys(s.source for s in self.statistics))
+
+    @property
+    def statistics_digest(self) -> str:
+        """The digest of the statistics read (of their digests, when there are several)."""
+        digests = list(dict.fromkeys(s.digest for s in self.statistics))
+        if len(digests) == 1:
+            return digests[0]
+        return hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+    def kept(self, experts: int) -> np.ndarray:
+        """The first `experts` of each layer's order, sorted: int [layers, experts]."""
+        if not 1 <= experts <= self.order.shape[1]:
+            raise InputError(
+                f"domain {self.domain!r}: cannot keep {experts} of {self.order.shape[1]} experts"
+            )
+        return np.sort(self.order[:, :experts], axis=1)
+
+    def to_json(self, layer: int | None = None) -> dict[str, Any]:
+        """Plain data for `hubbot scores --json`: every layer, or only `layer`."""
+        layers = range(len(self.order)) if layer is None else [layer]
+        if layer is not None and not 0 <= layer < len(self.order):
+            raise InputError(f"no layer {layer}: the model has layers 0..{len(self.order) - 1}")
+        met = self.statistics[0].met
+        return {
+            "domain": self.domain,
+            "strategy": self.strategy,
+            "metric": self.metric,
+            "statistics_source": self.statistics_source,
+            "statistics_digest": self.statistics_digest,
+            "layers": [
+                {
+                    "layer": i,
+                    "ranking": [
+                        {
+                            "rank": rank,
+                            "expert": int(e),
+                            "score": float(self.scores[i, e]),
+                            "measured": bool(met[i, e]),
+                        }
+                        for rank, e in enumerate(self.order[i], start=1)
+                    ],
+                }
+                for i in layers
+            ],
+        }
+
+
+def select_experts(manifest: Manifest, variant: Variant) -> SelectionRecord:
+    """Which experts `variant` keeps in each layer, their scores, and routing coverage."""
+    ranking = domain_ranking(manifest, variant.domain)
+    kept = ranking.kept(variant.experts)
+    scores = np.take_along_axis(ranking.scores, kept, axis=1)
+    return SelectionRecord(
+        strategy=ranking.strategy,
+        statistics_source=ranking.statistics_source,
+        statistics_digest=ranking.statistics_digest,
+        kept_experts={str(i): row.tolist() for i, row in enumerate(kept)},
+        scores={str(i): row.tolist() for i, row in enumerate(scores)},
+        routing_coverage=routing_coverage(ranking.statistics[0], kept),
+    )
+
+
+def domain_ranking(manifest: Manifest, domain_id: str) -> DomainRanking:
+    """The final order of `domain_id` per layer (cached per manifest and domain)."""
+    key = (*_manifest_key(manifest), "ranking", domain_id)
+    if key not in _CACHE:
+        _remember(key, _rank(manifest, domain_id))
+    return _CACHE[key]
+
+
+def domain_statistics(
+    manifest: Manifest, domain_id: str, *, device: str | None = None
+) -> ExpertStatistics:
+    """The statistics of the domain's own `statistics` source (cached per manifest).
+
+    A calibration source fetches and loads the base model on `device` (default: the best
+    one, see `bot.examples.load_model`) and runs it; to measure once and reuse, save the
+    result with `save_statistics` and point the domain at it with a `file` source.
+    """
+    domain = _domain(manifest, domain_id)
+    if domain.statistics is None:
+        raise InputError(f"domain {domain_id!r} has no statistics of its own")
+    key = (*_manifest_key(manifest), "statistics", domain_id)
+    if key not in _CACHE:
+        stats = load_statistics(domain.statistics, manifest, device=device)
+        problems = shape_problems(stats, manifest.base_config)
+        if problems:
+            raise InputError(f"domain {domain_id!r}: {'; '.join(problems)}")
+        _remember(key, stats)
+    return _CACHE[key]
+
+
+def load_statistics(
+    spec: StatisticsSpec, manifest: Manifest, *, device: str | None = None
+) -> ExpertStatistics:
+    """Read or measure (on `device`) the statistics a manifest's `statistics` block describes."""
+    base_dir = manifest.path.parent
+    if isinstance(spec, FingerprintStatistics):
+        if spec.path is None:
+            table = packed_table()
+        else:
+            experts = int(manifest.base_config["num_local_experts"])
+            table = raw_table((base_dir / spec.path).resolve(), experts)
+        return table.statistics(spec.subsets)
+    if isinstance(spec, FileStatistics):
+        return read_statistics(base_dir / spec.path)
+    assert isinstance(spec, CalibrationStatistics)
+    from bot.build import fetch_manifest_base
+    from bot.examples import load_model
+    from bot.selection.calibrate import calibrate, calibration_texts
+
+    texts = calibration_texts(spec, base_dir)
+    loaded = load_model(fetch_manifest_base(manifest), device=device)
+    return calibrate(loaded.model, loaded.tokenizer, texts, max_tokens=spec.max_tokens)
+
+
+def _rank(manifest: Manifest, domain_id: str) -> DomainRanking:
+    domain = _domain(manifest, domain_id)
+    sel = domain.selection
+    experts = int(manifest.base_config["num_local_experts"])
+    if sel.strategy == "inverse":
+        assert sel.of is not None
+        other = domain_ranking(manifest, sel.of)
+        return DomainRanking(
+            domain=domain_id,
+            strategy=f"inverse(of={sel.of})",
+            metric=other.metric,
+            order=other.order[:, ::-1].copy(),
+            scores=other.scores,
+            statistics=other.statistics,
+        )
+    stats = domain_statistics(manifest, domain_id)
+    metric = "router_mass" if sel.strategy == "router_mass" else "frequency"
+    scores = stats.router_mass() if metric == "router_mass" else stats.frequency()
+    own = strategies.ranking(scores, stats.tie_rank)
+    if sel.strategy == "interleave":
+        assert sel.with_ is not None
+        other = domain_ranking(manifest, sel.with_)
+        own = [strategies.interleave(a, b) for a, b in zip(own, other.order.tolist(), strict=True)]
+        read = (stats, *other.statistics)
+        strategy = f"interleave(with={sel.with_})"
+    else:
+        read, strategy = (stats,), sel.strategy
+    order = strategies.final_orders(own, experts)
+    order.setflags(write=False)
+    return DomainRanking(domain_id, strategy, metric, order, scores, read)
+
+
+def _domain(manifest: Manifest, domain_id: str) -> Any:
+    try:
+        return manifest.domain(domain_id)
+    except KeyError:
+        raise InputError(f"{manifest.path}: no domain {domain_id!r}") from None
+
+
+_CACHE: dict[tuple[Any, ...], Any] = {}
+
+
+def _manifest_key(manifest: Manifest) -> tuple[Any, ...]:
+    config = manifest.base_config
+    shape = (config.get("num_hidden_layers"), config.get("num_local_experts"))
+    return (str(Path(manifest.path).resolve()), manifest.digest, shape)
+
+
+def _remember(key: tuple[Any, ...], value: Any) -> None:
+    if len(_CACHE) >= _MAX_CACHED:
+        _CACHE.clear()
+    _CACHE[key] = value
