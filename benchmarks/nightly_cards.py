@@ -61,7 +61,7 @@ def _record(manifest, variant):  # type: ignore[no-untyped-def]
     selection = select_experts(manifest, variant)
     stats = ModelStats(
         total_params=variant.total_params,
-        active_params=counts.active,
+        active_params=counts.total_for(counts.top_k),
         params_per_expert=counts.per_expert // config["num_hidden_layers"],
         expert_params_kept_share=variant.experts / counts.experts,
         size_bytes=variant.total_params * 2,
@@ -158,10 +158,10 @@ def main() -> None:
 
             walls, baselines = [], []
             for _ in range(args.runs):
-                commits, lfs, requests, wall = _measure(manifest, api, server, variants)
-                walls.append(wall)
+                last = _measure(manifest, api, server, variants)
+                walls.append(last[-1])
                 baselines.append(_baseline(api, server, variants))
-            _report("no change (last run)", commits, lfs, requests, wall)
+            _report("no change (last run)", *last)
             base = statistics.median(baselines)
             median = statistics.median(walls)
             print(
@@ -174,20 +174,15 @@ def _measure(manifest, api, server, variants):  # type: ignore[no-untyped-def]
     from bot.release import refresh_card
 
     server.stats.reset()
-    commits = lfs = 0
+    commits = sent = 0
     started = time.perf_counter()
     for variant in variants:
         result = refresh_card(manifest, api, variant)
         commits += 1 if result.commit else 0
-        lfs += sum(size for path, size in _sizes(result).items() if path.endswith(".png"))
+        sent += result.bytes_uploaded
     wall = time.perf_counter() - started
     requests = server.stats.total
-    return commits, lfs, requests / len(variants), wall
-
-
-def _sizes(result) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    share = result.bytes_uploaded // max(1, len(result.uploaded)) if result.uploaded else 0
-    return dict.fromkeys(result.uploaded, share)
+    return commits, sent, server.stats["lfs_upload"], requests / len(variants), wall
 
 
 def _baseline(api, server, variants) -> float:  # type: ignore[no-untyped-def]
@@ -197,9 +192,11 @@ def _baseline(api, server, variants) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - started
 
 
-def _report(label: str, commits: int, lfs: int, requests: float, wall: float) -> None:
+def _report(
+    label: str, commits: int, sent: int, lfs_puts: int, requests: float, wall: float
+) -> None:
     print(
-        f"{label}: {commits} commits, ~{lfs:,} LFS bytes uploaded, "
+        f"{label}: {commits} commits, {sent:,} bytes committed, {lfs_puts} LFS uploads, "
         f"{requests:.2f} HTTP requests per variant, {wall:.2f} s"
     )
 

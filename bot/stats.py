@@ -1,16 +1,43 @@
-"""Model statistics computed from a config (and, for files, safetensors headers).
+"""Model statistics computed from a config and safetensors headers, never typed in.
 
-Parameter counts come from instantiating the model class on PyTorch's meta device, so
-they are exact for any architecture transformers knows, and cost no memory. Counts are
-of the dequantized (BF16) model, which is what the published names use.
+`parameter_counts` instantiates the model class on PyTorch's meta device, so it is exact
+for any architecture transformers knows and costs no memory; the manifest uses it to
+name variants before any weights exist. `model_stats` describes a finished checkpoint
+folder from its `config.json` and the JSON headers of its safetensors files (the tensor
+data is never read). Counts are of the dequantized (BF16) model, which is what the
+published names use: an MXFP4 `_blocks` byte holds two values, `_scales` are not counted.
+
+Example:
+    >>> stats = model_stats(Path("out/all-16"), base_config=base)  # doctest: +SKIP
+    >>> stats.total_params, stats.storage_format                   # doctest: +SKIP
+    (11355184320, 'MXFP4 experts + BF16')
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
+
+from bot.errors import InputError
+from bot.provenance import ModelStats
+
+INDEX_FILE = "model.safetensors.index.json"
+_MAX_HEADER = 100 * 1024 * 1024
+_EXPERT_PART = ".mlp.experts."
+_ROUTER_PART = ".mlp.router."
+_EMBEDDING_PART = "embed_tokens."
+_ROPE_NAMES = {
+    "yarn": "YaRN",
+    "linear": "linear",
+    "dynamic": "dynamic NTK",
+    "longrope": "LongRoPE",
+    "llama3": "Llama 3",
+}
 
 
 @dataclass(frozen=True)
@@ -33,11 +60,6 @@ class ParameterCounts:
     def total_for(self, experts: int) -> int:
         return self.shared + experts * self.per_expert
 
-    @property
-    def active(self) -> int:
-        """Parameters used per token: shared ones plus `top_k` experts per layer."""
-        return self.total_for(self.top_k)
-
 
 def parameter_counts(config: dict[str, Any]) -> ParameterCounts:
     """Exact parameter counts for a MoE `config.json` (as a dict)."""
@@ -48,12 +70,14 @@ def parameter_counts(config: dict[str, Any]) -> ParameterCounts:
 def _counts(config_json: str) -> ParameterCounts:
     config = json.loads(config_json)
     experts = int(config["num_local_experts"])
-    top_k = int(config.get("num_experts_per_tok") or config.get("experts_per_token") or 1)
     full = _meta_numel(config, experts)
     fewer = _meta_numel(config, experts - 1)
     per_expert = full - fewer
     return ParameterCounts(
-        shared=full - experts * per_expert, per_expert=per_expert, experts=experts, top_k=top_k
+        shared=full - experts * per_expert,
+        per_expert=per_expert,
+        experts=experts,
+        top_k=_top_k(config),
     )
 
 
@@ -71,3 +95,197 @@ def _meta_numel(config: dict[str, Any], experts: int) -> int:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(hf_config)
     return sum(p.numel() for p in model.parameters())
+
+
+def _top_k(config: dict[str, Any]) -> int:
+    return int(config.get("num_experts_per_tok") or config.get("experts_per_token") or 1)
+
+
+# ---------------------------------------------------------------- checkpoint folders
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor as a safetensors header describes it."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def values(self) -> int:
+        """Parameters it holds once dequantized (MXFP4 blocks: two per byte, scales: none)."""
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        if self.name.endswith("_scales"):
+            return 0
+        if self.name.endswith("_blocks") and self.dtype == "U8":
+            return 2 * count
+        return count
+
+
+def read_header(path: Path) -> tuple[list[TensorInfo], int]:
+    """Tensors named in a safetensors file's header, and the file's expected size in bytes.
+
+    Reads the 8-byte header length and the JSON header only, never tensor data.
+    """
+    try:
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) != 8:
+                raise InputError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > _MAX_HEADER:
+                raise InputError(f"{path}: safetensors header of {length} bytes is implausible")
+            raw = handle.read(length)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        raise InputError(f"{path}: safetensors header is not valid JSON") from None
+    tensors, end = [], 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            tensors.append(TensorInfo(name, str(entry["dtype"]), tuple(entry["shape"])))
+            end = max(end, int(entry["data_offsets"][1]))
+        except (KeyError, TypeError, IndexError, ValueError):
+            raise InputError(f"{path}: bad header entry for tensor {name!r}") from None
+    return tensors, 8 + length + end
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a checkpoint folder: those its index names, else all."""
+    index = folder / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise InputError(f"{index}: not a valid safetensors index") from None
+        names = sorted(set(weight_map.values()))
+    else:
+        names = sorted(p.name for p in folder.glob("*.safetensors"))
+    if not names:
+        raise InputError(f"{folder}: no safetensors files")
+    return [folder / name for name in names]
+
+
+def model_stats(folder: Path, *, base_config: dict[str, Any]) -> ModelStats:
+    """Statistics of the checkpoint in `folder`, pruned from a model with `base_config`.
+
+    Raises `InputError` when the config and the tensors disagree, or a file is truncated.
+    """
+    config = _read_config(folder)
+    experts_before = int(base_config["num_local_experts"])
+    tensors, size = [], 0
+    for path in weight_files(folder):
+        found, expected = read_header(path)
+        actual = path.stat().st_size
+        if actual != expected:
+            raise InputError(f"{path}: {actual} bytes on disk, its header describes {expected}")
+        tensors += found
+        size += actual
+
+    layers = int(config["num_hidden_layers"])
+    experts = int(config["num_local_experts"])
+    top_k = _top_k(config)
+    if not 0 < experts <= experts_before:
+        raise InputError(f"{folder}: {experts} experts per layer, base model has {experts_before}")
+    total = sum(t.values for t in tensors)
+    expert_values = sum(
+        t.values for t in tensors if _EXPERT_PART in t.name or _ROUTER_PART in t.name
+    )
+    per_expert, rest = divmod(expert_values, layers * experts)
+    if rest or not per_expert:
+        raise InputError(
+            f"{folder}: expert tensors do not split into {layers} layers x {experts} experts"
+        )
+    embedding = 0
+    if not config.get("tie_word_embeddings", False):
+        embedding = sum(t.values for t in tensors if _EMBEDDING_PART in t.name)
+    active = total - embedding - (experts - top_k) * layers * per_expert
+    return ModelStats(
+        total_params=total,
+        active_params=active,
+        params_per_expert=per_expert,
+        expert_params_kept_share=experts / experts_before,
+        size_bytes=size,
+        layers=layers,
+        experts_before=experts_before,
+        experts_after=experts,
+        top_k=top_k,
+        context_length=int(config["max_position_embeddings"]),
+        query_heads=int(config["num_attention_heads"]),
+        kv_heads=int(config.get("num_key_value_heads") or config["num_attention_heads"]),
+        hidden_size=int(config["hidden_size"]),
+        attention_pattern=attention_pattern(config),
+        positional_encoding=positional_encoding(config),
+        norm="RMSNorm" if "rms_norm_eps" in config else "LayerNorm",
+        storage_format=storage_format(tensors),
+    )
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError:
+        raise InputError(f"{path}: not valid JSON") from None
+    needed = (
+        "num_hidden_layers",
+        "num_local_experts",
+        "max_position_embeddings",
+        "num_attention_heads",
+        "hidden_size",
+    )
+    missing = [key for key in needed if key not in config]
+    if missing:
+        raise InputError(f"{path}: lacks {', '.join(missing)}")
+    return config
+
+
+def attention_pattern(config: dict[str, Any]) -> str:
+    """Attention layout in words, from `layer_types` and `sliding_window`."""
+    window = config.get("sliding_window")
+    kinds = list(config.get("layer_types") or [])
+    if not kinds:
+        kinds = ["sliding_attention" if window else "full_attention"]
+    sliding = f"sliding-window ({window} tokens)"
+    if set(kinds) == {"full_attention"}:
+        return "full attention"
+    if set(kinds) == {"sliding_attention"}:
+        return f"{sliding} attention"
+    alternating = all(a != b for a, b in itertools.pairwise(kinds))
+    if alternating and set(kinds) == {"sliding_attention", "full_attention"}:
+        return f"alternating {sliding} and full attention"
+    n_sliding = kinds.count("sliding_attention")
+    n_full = kinds.count("full_attention")
+    return f"{n_sliding} {sliding} and {n_full} full-attention layers"
+
+
+def positional_encoding(config: dict[str, Any]) -> str:
+    """Position encoding in words, e.g. `RoPE (YaRN, factor 32)`."""
+    rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    kind = rope.get("rope_type") or rope.get("type") or "default"
+    if kind == "default":
+        return "RoPE"
+    name = _ROPE_NAMES.get(kind, kind)
+    factor = rope.get("factor")
+    if factor is None:
+        return f"RoPE ({name})"
+    return f"RoPE ({name}, factor {float(factor):g})"
+
+
+def storage_format(tensors: list[TensorInfo]) -> str:
+    """How the weights are stored, e.g. `MXFP4 experts + BF16`."""
+    packed = any(t.name.endswith("_blocks") and t.dtype == "U8" for t in tensors)
+    others = sorted(
+        {t.dtype for t in tensors if not (packed and t.name.endswith(("_blocks", "_scales")))}
+    )
+    plain = " + ".join(others)
+    return f"MXFP4 experts + {plain}" if packed else plain

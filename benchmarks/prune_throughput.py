@@ -1,0 +1,162 @@
+"""Measure the streaming pruner on a checkpoint of the exact openai/gpt-oss-20b layout.
+
+A random checkpoint of the real layout (`write_real_layout`, 13.8 GB MXFP4 for 24 layers)
+is pruned to 16 experts per layer (a fixed random choice per layer), to MXFP4 and to BF16.
+Each prune runs in a child process; per output format it prints the median over `--runs` of
+
+- prune wall time (the `prune_checkpoint` call: reading, writing, hashing, verification),
+- `cp -r` of the same output folder, timed in the same run, and the ratio of the two,
+- peak RSS of the child (`ru_maxrss` from `wait4`),
+- bytes read / bytes written, and how long sha256 of the output alone takes here.
+
+The base is laid out like a Hugging Face cache snapshot (`blobs/<sha256>` + links), as
+`snapshot_download` leaves it, so base hashes come from the blob names; `--base plain` uses
+hard links with the real names instead, so the pruner must hash the base as it reads.
+Page cache cannot be dropped here: runs after the first are warm wherever memory allows.
+Dirty pages are synced (untimed) before each timed step.
+
+Usage:
+    python benchmarks/prune_throughput.py [--layers 24] [--runs 3] [--dtype mxfp4 bf16]
+        [--base cache] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bot.fixtures import real_layout_bytes, write_real_layout
+
+EXPERTS, KEPT = 32, 16
+CHILD = """
+import json, sys, time
+from pathlib import Path
+from bot.prune import prune_checkpoint
+src, dst, dtype, keep = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+start = time.perf_counter()
+pruned = prune_checkpoint(Path(src), Path(dst), {int(k): v for k, v in keep.items()}, dtype=dtype)
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "read": pruned.bytes_read, "written": pruned.bytes_written}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--dtype", nargs="+", choices=["mxfp4", "bf16"], default=["mxfp4", "bf16"])
+    parser.add_argument("--base", choices=["cache", "plain"], default="cache")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="prune-bench-", dir=Path.cwd()))
+    work.mkdir(parents=True, exist_ok=True)
+    base = prepare_base(work, args.layers, args.base)
+    rng = random.Random(0)
+    keep = {layer: sorted(rng.sample(range(EXPERTS), KEPT)) for layer in range(args.layers)}
+    print(f"base: {args.layers} layers, {real_layout_bytes(args.layers):,} tensor bytes, {base}")
+    print(f"keep: {KEPT} of {EXPERTS} experts per layer; runs: {args.runs}; cpus: {os.cpu_count()}")
+    for out_format in args.dtype:
+        measure(work, base, keep, out_format, args.runs)
+    if args.workdir is None:
+        shutil.rmtree(work)
+
+
+def prepare_base(work: Path, layers: int, kind: str) -> Path:
+    """The checkpoint (written once per layer count), as a cache snapshot or a plain folder."""
+    raw = work / f"raw-{layers}"
+    if not (raw / "config.json").is_file():
+        start = time.perf_counter()
+        write_real_layout(raw, num_layers=layers)
+        print(f"wrote the base in {time.perf_counter() - start:.1f} s")
+    folder = work / f"{kind}-{layers}"
+    if folder.is_dir():
+        return folder
+    blobs = work / "blobs"
+    blobs.mkdir(exist_ok=True)
+    folder.mkdir()
+    for path in sorted(raw.iterdir()):
+        if kind == "plain":
+            os.link(path, folder / path.name)
+            continue
+        digest = sha256_of(path)
+        blob = blobs / digest
+        if not blob.exists():
+            os.link(path, blob)
+        (folder / path.name).symlink_to(blob)
+    return folder
+
+
+def measure(work: Path, base: Path, keep: dict[int, list[int]], out_format: str, runs: int) -> None:
+    dtype = "source" if out_format == "mxfp4" else "bf16"
+    out, copy = work / f"out-{out_format}", work / f"copy-{out_format}"
+    prune_s, cp_s, rss, counts = [], [], [], {}
+    for _ in range(runs):
+        shutil.rmtree(out, ignore_errors=True)
+        os.sync()  # each timed step starts with no dirty pages of the one before
+        seconds, peak, counts = run_child(base, out, dtype, keep)
+        prune_s.append(seconds)
+        rss.append(peak)
+        shutil.rmtree(copy, ignore_errors=True)
+        os.sync()
+        start = time.perf_counter()
+        subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
+        cp_s.append(time.perf_counter() - start)
+        shutil.rmtree(copy)
+    start = time.perf_counter()
+    for path in sorted(out.iterdir()):
+        sha256_of(path)
+    hash_s = time.perf_counter() - start
+    shutil.rmtree(out)
+
+    prune_m, cp_m = statistics.median(prune_s), statistics.median(cp_s)
+    print(f"\n{out_format} out ({counts['written']:,} bytes written)")
+    print(f"  prune wall   median {prune_m:7.2f} s   runs {fmt(prune_s)}")
+    print(f"  cp -r        median {cp_m:7.2f} s   runs {fmt(cp_s)}")
+    print(f"  ratio        {prune_m / cp_m:.2f}  (goal <= 1.25)")
+    print(f"  sha256 only  {hash_s:7.2f} s   (one thread, of the output files)")
+    print(f"  peak RSS     {max(rss) / 2**20:7.0f} MiB  runs {fmt([r / 2**20 for r in rss], 0)}")
+    print(f"  read/written {counts['read'] / counts['written']:.3f}  ({counts['read']:,} read)")
+    print(f"  load average {os.getloadavg()[0]:.1f} (1 min; {os.cpu_count()} cpus)")
+
+
+def run_child(
+    base: Path, out: Path, dtype: str, keep: dict[int, list[int]]
+) -> tuple[float, int, dict]:
+    """Prune in a child process; its `prune_checkpoint` seconds, peak RSS (bytes), counts."""
+    argv = [sys.executable, "-c", CHILD, str(base), str(out), dtype, json.dumps(keep)]
+    with tempfile.TemporaryFile("w+") as stdout:
+        proc = subprocess.Popen(argv, stdout=stdout)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise SystemExit(f"prune failed with exit code {proc.returncode}")
+        stdout.seek(0)
+        result = json.loads(stdout.read().strip().splitlines()[-1])
+    return result["seconds"], usage.ru_maxrss * 1024, result
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(16 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fmt(values: list[float], digits: int = 2) -> str:
+    return " ".join(f"{v:.{digits}f}" for v in values)
+
+
+if __name__ == "__main__":
+    main()

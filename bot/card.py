@@ -1,0 +1,192 @@
+"""Model cards: render `README.md` and `experts.png` from a provenance record alone.
+
+The only module that knows Jinja. Templates run in jinja2's immutable sandbox with
+`StrictUndefined`: a misspelt name or an attempt to reach Python internals fails the
+render. The record reaches the template as plain JSON data; its strings (manifest text,
+model output) are values, never compiled as templates. Model output goes through the
+`fence` filter, whose fence is longer than any backtick run inside, so it cannot close
+its block early. Front matter is checked with huggingface_hub's card tools (no network)
+before anything is written.
+
+Example:
+    >>> folder, template = Path("out/science-16"), Path("templates/model_card.md.j2")
+    >>> write_card(folder, read_provenance(folder), template)  # doctest: +SKIP
+    [PosixPath('out/science-16/README.md'), PosixPath('out/science-16/experts.png')]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from huggingface_hub import ModelCard
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from bot.errors import InputError
+from bot.picture import FILENAME as PICTURE
+from bot.picture import kept_experts_png
+from bot.provenance import Provenance
+
+README = "README.md"
+
+# The Hub's licence identifiers (huggingface/hub-docs, docs/hub/repositories-licenses.md).
+HUB_LICENSES = frozenset(
+    """
+    apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m
+    bigscience-bloom-rail-1.0 bigcode-openrail-m afl-3.0 artistic-2.0 bsl-1.0 bsd
+    bsd-2-clause bsd-3-clause bsd-3-clause-clear c-uda cc cc0-1.0 cc-by-2.0 cc-by-2.5
+    cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0 cc-by-nc-4.0
+    cc-by-nd-4.0 cc-by-nc-nd-3.0 cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0
+    cc-by-nc-sa-4.0 cdla-sharing-1.0 cdla-permissive-1.0 cdla-permissive-2.0 wtfpl ecl-2.0
+    epl-1.0 epl-2.0 etalab-2.0 eupl-1.1 agpl-3.0 gfdl gpl gpl-2.0 gpl-3.0 lgpl lgpl-2.1
+    lgpl-3.0 isc lppl-1.3c ms-pl mpl-2.0 odc-by odbl openrail++ osl-3.0 postgresql ofl-1.1
+    ncsa unlicense zlib pddl lgpl-lr deepfloyd-if-license llama2 llama3 llama3.1 llama3.2
+    llama3.3 gemma unknown other
+    """.split()  # noqa: SIM905 (a word list reads better than 76 quoted lines)
+)
+
+_BACKTICKS = re.compile(r"`+")
+
+
+def render_card(record: Provenance, template: Path) -> str:
+    """The README text for `record`, rendered with `template` and checked.
+
+    Raises `InputError` for a record lacking what a card shows, a template that fails
+    (undefined name, sandbox violation, syntax), or bad front matter.
+    """
+    missing = [name for name in ("variant", "stats", "release") if getattr(record, name) is None]
+    if missing:
+        raise InputError(f"provenance record lacks {', '.join(missing)}: cannot render a card")
+    compiled = _template(Path(template).resolve())
+    context = record.model_dump(mode="json")
+    context["picture"] = PICTURE
+    try:
+        text = compiled.render(context)
+    except jinja2.TemplateError as exc:
+        raise InputError(f"{template}:{_template_line(exc, compiled.filename)}: {exc}") from None
+    check_front_matter(text)
+    return text
+
+
+def write_card(folder: Path, record: Provenance, template: Path) -> list[Path]:
+    """Render and check the card, then write `README.md` and `experts.png` into `folder`."""
+    text = render_card(record, template)
+    assert record.stats is not None  # checked by render_card
+    png = kept_experts_png(record.selection.kept_experts, record.stats.experts_before)
+    readme, picture = folder / README, folder / PICTURE
+    readme.write_text(text, encoding="utf-8")
+    picture.write_bytes(png)
+    return [readme, picture]
+
+
+def check_front_matter(text: str) -> dict[str, Any]:
+    """Parse a card's front matter with huggingface_hub and check the fields we rely on."""
+    if not text.startswith("---\n"):
+        raise InputError("model card: no YAML front matter at the top")
+    try:
+        data = ModelCard(text, ignore_metadata_errors=False).data.to_dict()
+    except (yaml.YAMLError, ValueError) as exc:
+        raise InputError(f"model card front matter does not parse: {exc}") from None
+    license_id = data.get("license")
+    if license_id not in HUB_LICENSES:
+        raise InputError(f"model card front matter: license {license_id!r} is not a Hub licence id")
+    base = data.get("base_model")
+    for field, values in (("base_model", [base]), ("datasets", data.get("datasets") or [])):
+        for value in values if isinstance(values, list) else [values]:
+            if not _is_repo_id(value):
+                raise InputError(f"model card front matter: {field} {value!r} is not a repo id")
+    return data
+
+
+def fence(text: str, info: str = "") -> str:
+    """`text` as a fenced code block whose fence no backtick run inside can close."""
+    longest = max((len(run) for run in _BACKTICKS.findall(text)), default=0)
+    marker = "`" * max(3, longest + 1)
+    body = text if text.endswith("\n") or not text else text + "\n"
+    return f"{marker}{info}\n{body}{marker}"
+
+
+def _is_repo_id(value: object) -> bool:
+    if not isinstance(value, str) or value.count("/") != 1:
+        return False
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _json(value: Any) -> str:
+    """A value as JSON, which is also YAML and Python: data that cannot inject syntax."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _cell(value: Any) -> str:
+    """Text safe inside one Markdown table cell."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+def _billions(value: int) -> str:
+    return f"{value / 1e9:.1f}B"
+
+
+def _thousands(value: int) -> str:
+    return f"{value:,}"
+
+
+def _gigabytes(value: int) -> str:
+    return f"{value / 1e9:.1f} GB"
+
+
+def _percent(value: float, digits: int = 1) -> str:
+    return f"{100 * value:.{digits}f}%"
+
+
+@lru_cache(maxsize=8)
+def _environment(folder: Path) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(folder),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        fence=fence,
+        json=_json,
+        shell=shlex.quote,
+        cell=_cell,
+        billions=_billions,
+        thousands=_thousands,
+        gigabytes=_gigabytes,
+        percent=_percent,
+    )
+    return env
+
+
+def _template(path: Path) -> jinja2.Template:
+    try:
+        return _environment(path.parent).get_template(path.name)
+    except jinja2.TemplateNotFound:
+        raise InputError(f"{path}: card template does not exist") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise InputError(f"{path}:{exc.lineno}: {exc.message}") from None
+
+
+def _template_line(exc: BaseException, filename: str | None) -> int | str:
+    """Line of the template where rendering failed (from jinja's rewritten traceback)."""
+    line: int | str = "?"
+    tb = exc.__traceback__
+    while tb is not None:
+        if filename and tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line

@@ -1,0 +1,273 @@
+"""Example runs: a variant's prompts through the model, in one batched `generate`.
+
+The device is CUDA, then MPS, then CPU unless one is named. Each device has one dtype:
+bfloat16 on CUDA, float16 on MPS (its bfloat16 support depends on the macOS version),
+float32 on CPU (exact, and faster than bfloat16 on CPUs without bfloat16 units; a CPU
+run is for small models and tests). MXFP4 checkpoints run natively where transformers
+has kernels for them (CUDA), and are otherwise unpacked to BF16 while loading
+(`Mxfp4Config(dequantize=True)`); the record says which. Prompts go through the
+repository's own chat template, left-padded, with the KV cache; decoding is greedy or
+sampling seeded from the spec. Remote code is never run.
+
+Example:
+    >>> run = run_examples(Path("out/science-16"), ["Why is the sky blue?"],
+    ...                    GenerationSpec(max_new_tokens=64))          # doctest: +SKIP
+    >>> run.examples[0].final                                          # doctest: +SKIP
+    'Shorter wavelengths scatter more ...'
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bot import __version__
+from bot.errors import HubbotError, InputError
+from bot.harmony import parse_harmony
+from bot.manifest import GenerationSpec
+from bot.provenance import ExampleRecord, ExampleRun
+
+DTYPES: dict[str, torch.dtype] = {
+    "cuda": torch.bfloat16,
+    "mps": torch.float16,
+    "cpu": torch.float32,
+}
+STOP_TOKENS = ("<|return|>", "<|call|>")
+"""Harmony tokens that end an assistant turn, added to the repo's own end-of-sequence ids."""
+
+
+def choose_device(requested: str | None = None) -> str:
+    """The device to run on: `requested` if given and present, else CUDA, MPS, CPU."""
+    if requested is None:
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    kind = requested.split(":", 1)[0]
+    if kind not in DTYPES:
+        raise InputError(f"unknown device {requested!r}; expected cuda, mps or cpu")
+    present = {
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+        "cpu": True,
+    }
+    if not present[kind]:
+        raise InputError(f"device {requested!r} is not available on this machine")
+    return requested
+
+
+def run_examples(
+    model_dir: Path,
+    prompts: list[str],
+    generation: GenerationSpec,
+    *,
+    device: str | None = None,
+    progress: bool = True,
+) -> ExampleRun:
+    """Load the model in `model_dir`, answer every prompt in one batch, record the run."""
+    if not prompts:
+        raise InputError("no example prompts to run")
+    return generate_examples(
+        load_model(model_dir, device=device), prompts, generation, progress=progress
+    )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model and its tokenizer, loaded for example runs."""
+
+    model: Any
+    tokenizer: Any
+    device: str
+    dtype: torch.dtype
+    dequantized: bool
+
+
+def load_model(model_dir: Path, *, device: str | None = None) -> LoadedModel:
+    """Load a checkpoint folder on `device` (or the best one) in that device's dtype."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Mxfp4Config
+
+    device = choose_device(device)
+    dtype = DTYPES[device.split(":", 1)[0]]
+    packed = _is_mxfp4(model_dir)
+    options: dict[str, Any] = {}
+    if packed and not device.startswith("cuda"):
+        options["quantization_config"] = Mxfp4Config(dequantize=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=dtype, device_map=device, trust_remote_code=False, **options
+        )
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{model_dir}: cannot load model: {exc}") from None
+    # Where transformers has no MXFP4 kernels it unpacks on its own; read back what it did.
+    quantizer = getattr(model, "hf_quantizer", None)
+    dequantized = packed and (quantizer is None or bool(quantizer.quantization_config.dequantize))
+    return LoadedModel(model, tokenizer, device, dtype, dequantized)
+
+
+def generate_examples(
+    loaded: LoadedModel, prompts: list[str], generation: GenerationSpec, *, progress: bool = True
+) -> ExampleRun:
+    """Answer every prompt in one left-padded batch with the KV cache; record the run."""
+    from transformers import GenerationConfig, StoppingCriteriaList
+
+    if not prompts:
+        raise InputError("no example prompts to run")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    stop_ids = _stop_ids(tokenizer, model.generation_config)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    texts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}],
+            tokenize=False,
+            add_generation_prompt=True,
+            reasoning_effort=generation.reasoning_effort,
+        )
+        for prompt in prompts
+    ]
+    batch = tokenizer(
+        texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+    ).to(model.device)
+    sampling = generation.sampling == "seeded"
+    options: dict[str, Any] = {"do_sample": False}
+    if sampling:  # pure temperature + nucleus sampling: transformers' default top-k is off
+        options = {
+            "do_sample": True,
+            "temperature": generation.temperature,
+            "top_p": generation.top_p,
+            "top_k": 0,
+        }
+    config = GenerationConfig(
+        max_new_tokens=generation.max_new_tokens,
+        eos_token_id=stop_ids,
+        pad_token_id=pad_id,
+        use_cache=True,
+        **options,
+    )
+    clock = _StepClock(loaded.device, len(prompts), generation.max_new_tokens, progress)
+    if sampling:
+        torch.manual_seed(generation.seed)
+    with clock:
+        output = model.generate(
+            **batch, generation_config=config, stopping_criteria=StoppingCriteriaList([clock])
+        )
+    width, stops = batch["input_ids"].shape[1], set(stop_ids)
+    examples = []
+    for row, prompt in enumerate(prompts):
+        tokens = output[row, width:].tolist()
+        ends = [i for i, token in enumerate(tokens) if token in stops]
+        finished = bool(ends)
+        tokens = tokens[: ends[0] + 1] if finished else tokens
+        completion = tokenizer.decode(tokens, skip_special_tokens=False)
+        parsed = parse_harmony(completion)
+        examples.append(
+            ExampleRecord(
+                prompt=prompt,
+                completion=completion,
+                analysis=parsed.analysis,
+                final=parsed.final,
+                finished=finished,
+                prompt_tokens=int(batch["attention_mask"][row].sum()),
+                completion_tokens=len(tokens),
+                tokens_per_second=len(tokens) / clock.seconds_until(len(tokens)),
+            )
+        )
+    return ExampleRun(
+        device=loaded.device,
+        dtype=str(loaded.dtype).removeprefix("torch."),
+        dequantized=loaded.dequantized,
+        settings={
+            **generation.model_dump(),
+            "batch_size": len(prompts),
+            "stop_tokens": tokenizer.convert_ids_to_tokens(stop_ids),
+        },
+        versions=_versions(),
+        wall_seconds=clock.wall_seconds,
+        examples=examples,
+    )
+
+
+def _is_mxfp4(model_dir: Path) -> bool:
+    path = Path(model_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read model config: {exc}") from None
+    return (config.get("quantization_config") or {}).get("quant_method") == "mxfp4"
+
+
+def _stop_ids(tokenizer: Any, generation_config: Any) -> list[int]:
+    """End-of-sequence ids: the repo's own, plus the harmony turn-ending tokens it knows."""
+    ids = generation_config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[token] for token in STOP_TOKENS if token in vocab]
+    ids = sorted(set(ids))
+    if not ids:
+        raise HubbotError("the model has no end-of-sequence token")
+    return ids
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    return {
+        "hubbot": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+class _StepClock:
+    """Stopping criterion that never stops: timestamps each decoding step, shows progress.
+
+    Step `n` ends when every row has `n` new tokens, so a prompt that finished after `n`
+    tokens took `seconds_until(n)`, counted from the call to `generate` (prefill included).
+    """
+
+    def __init__(self, device: str, prompts: int, max_new_tokens: int, progress: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self._sync = device.startswith("cuda")
+        self._progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+            disable=not progress,
+        )
+        self._task = self._progress.add_task(f"answering {prompts} prompt(s)", total=max_new_tokens)
+        self._start = 0.0
+        self._steps: list[float] = []
+        self.wall_seconds = 0.0
+
+    def __enter__(self) -> _StepClock:
+        self._progress.start()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall_seconds = time.perf_counter() - self._start
+        self._progress.stop()
+
+    def __call__(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
+        if self._sync:
+            torch.cuda.synchronize()
+        self._steps.append(time.perf_counter() - self._start)
+        self._progress.advance(self._task)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def seconds_until(self, tokens: int) -> float:
+        return self._steps[min(tokens, len(self._steps)) - 1]
