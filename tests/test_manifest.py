@@ -225,7 +225,7 @@ def test_plan_json_lists_variants_with_computed_parameters(tmp_path: Path) -> No
     path = write(tmp_path, GOOD)
     result = CliRunner().invoke(cli, ["plan", str(path), "--json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
+    rows = json.loads(result.stdout)
     assert [r["variant"] for r in rows] == ["science-4", "science-16", "law-4", "law-16"]
     by_id = {r["variant"]: r for r in rows}
     assert by_id["law-16"]["total_params"] == 11_355_184_320
