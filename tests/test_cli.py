@@ -1,0 +1,75 @@
+"""Command-line behaviour users and CI rely on: outputs, JSON, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from bot.cli import cli
+from bot.manifest import manifest_json_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT / "manifests" / "gpt-oss-20b.yaml"
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_shipped_manifests_are_valid() -> None:
+    code, out, _ = run("validate", str(REAL), str(ROOT / "manifests" / "demo.yaml"))
+    assert code == 0
+    assert "gpt-oss-20b.yaml: ok (232 variants)" in out
+    assert "demo.yaml: ok (4 variants)" in out
+
+
+def test_real_plan_names_232_variants_by_the_seed_scheme() -> None:
+    code, out, _ = run("plan", str(REAL), "--json")
+    assert code == 0
+    rows = {row["variant"]: row for row in json.loads(out)}
+    assert len(rows) == 232
+    seed = rows["instruction_following-16"]
+    assert seed["repo_id"].endswith(
+        "/gpt-oss-11.4b-specialized-instruction_following-pruned-moe-only-16-experts"
+    )
+    assert rows["all-32"]["total_params"] == 20_914_757_184
+    assert all(
+        len(kept) == row["experts"]
+        for row in rows.values()
+        for kept in row["kept_experts"].values()
+    )
+    assert len(seed["kept_experts"]) == 24
+
+
+def test_scores_json_ranks_every_expert_of_a_layer() -> None:
+    code, out, _ = run("scores", str(REAL), "--domain", "science", "--layer", "3", "--json")
+    assert code == 0
+    data = json.loads(out)
+    (layer,) = data["layers"]
+    assert layer["layer"] == 3
+    assert sorted(r["expert"] for r in layer["ranking"]) == list(range(32))
+
+
+def test_scores_of_an_unknown_domain_is_bad_input() -> None:
+    code, _, err = run("scores", str(REAL), "--domain", "sciense")
+    assert code == 2
+    assert "no domain 'sciense'" in err
+
+
+def test_prune_with_a_broken_keep_file_is_bad_input(tmp_path: Path) -> None:
+    keep = tmp_path / "keep.json"
+    keep.write_text("[1, 2")
+    code, _, err = run("prune", str(tmp_path / "src"), str(tmp_path / "dst"), "--keep", str(keep))
+    assert code == 2
+    assert str(keep) in err
+    assert not (tmp_path / "dst").exists()
+
+
+def test_published_schema_matches_the_code() -> None:
+    shipped = json.loads((ROOT / "manifests" / "manifest.schema.json").read_text())
+    assert shipped == manifest_json_schema(), (
+        "run: hubbot schema --out manifests/manifest.schema.json"
+    )
