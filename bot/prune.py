@@ -1,0 +1,602 @@
+"""The streaming expert pruner: keep some experts per layer of a MoE checkpoint.
+
+Only safetensors headers and the byte ranges of kept experts are read (the expert axis is
+dim 0, so each kept expert is one contiguous range), in file order, and written straight
+into new shards; the model is never materialised. MXFP4 stays MXFP4 unless `dtype="bf16"`
+asks for a dequantized checkpoint, which is still produced one expert at a time. Output is
+built in a temporary folder beside `dst`, checked against the tensors the model class
+expects (`bot.verify`), then renamed into place: a failed or killed run leaves no `dst`,
+and a rerun gives byte-identical files.
+
+Example:
+    >>> pruned = prune_checkpoint(Path("gpt-oss-20b"), Path("out/code-16"),
+    ...                           {layer: list(range(16)) for layer in range(24)})  # doctest: +SKIP
+    >>> pruned.files["config.json"]                                               # doctest: +SKIP
+    '3f1c...'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ValidationError
+
+from bot import __version__
+from bot.checkpoint import (
+    CHUNK_BYTES,
+    INDEX_FILE,
+    Checkpoint,
+    Chunk,
+    OutTensor,
+    ShardWriter,
+    SourceReader,
+    TensorInfo,
+    encode_index,
+    known_sha256,
+    open_checkpoint,
+    plan_shards,
+    prefetched,
+    return_freed_buffers,
+    shard_file_name,
+)
+from bot.descriptors import ExpertLayout, ModelDescriptor, TensorSpec, descriptor_for
+from bot.errors import HubbotError, InputError
+from bot.provenance import FILENAME, BaseRef, Provenance, SelectionRecord, write_provenance
+from bot.verify import check_structure, expected_tensors, read_config
+
+if TYPE_CHECKING:
+    import torch
+
+OutputDtype = Literal["source", "bf16"]
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack")
+_NOT_COPIED = {"config.json", "README.md", FILENAME}
+_PROVENANCE_KEYS = {"repo", "revision", "selection", "variant", "manifest_digest"}
+
+
+@dataclass(frozen=True)
+class PrunedModel:
+    """A pruned checkpoint folder and what it took to write it."""
+
+    path: Path
+    kept: dict[int, tuple[int, ...]]
+    output_format: str
+    bytes_read: int
+    bytes_written: int
+    files: dict[str, str] = field(default_factory=dict)
+    """Output file -> sha256 (every file but `hubbot.json`, which lists them)."""
+
+
+def load_keep(path: Path) -> dict[int, list[int]]:
+    """Read a keep list: `{"0": [3, 7, ...], ...}`, or a `hubbot.json`/selection record with
+    `kept_experts`. `InputError` naming the file if it is neither."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise InputError(f"{path}: not valid JSON: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("selection"), dict):
+        data = data["selection"]
+    if isinstance(data, dict) and "kept_experts" in data:
+        data = data["kept_experts"]
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected an object of layer -> list of experts")
+    keep: dict[int, list[int]] = {}
+    for layer, experts in data.items():
+        if not (str(layer).isdigit() and isinstance(experts, list)):
+            raise InputError(f"{path}: entry {layer!r}: expected layer number -> list of experts")
+        if not all(isinstance(e, int) and not isinstance(e, bool) for e in experts):
+            raise InputError(f"{path}: layer {layer}: experts must be integers")
+        keep[int(layer)] = experts
+    return keep
+
+
+def prune_checkpoint(
+    src: Path,
+    dst: Path,
+    keep: dict[int, list[int]],
+    *,
+    dtype: OutputDtype = "source",
+    max_shard_bytes: int = 5 * 1024**3,
+    provenance: dict[str, Any] | None = None,
+) -> PrunedModel:
+    """Write a copy of checkpoint `src` keeping, in each layer, the experts `keep` lists.
+
+    `dtype="bf16"` dequantizes an MXFP4 checkpoint (transformers' fused BF16 names);
+    `"source"` keeps the storage format. `provenance` may give `repo`, `revision`,
+    `selection` (a `SelectionRecord` without, or with matching, `kept_experts`), `variant`
+    and `manifest_digest` for `hubbot.json`. Bad input raises `InputError` before anything
+    is written.
+    """
+    src, dst = Path(src), Path(dst)
+    if dtype not in ("source", "bf16"):
+        raise InputError(f"dtype must be 'source' or 'bf16', got {dtype!r}")
+    if max_shard_bytes < 1:
+        raise InputError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+    config = read_config(src / "config.json")
+    try:
+        descriptor = descriptor_for(config)
+    except InputError as exc:
+        raise InputError(f"{src / 'config.json'}: {exc}") from None
+    ckpt = open_checkpoint(src)
+    layout = descriptor.detect_layout(config, ckpt.tensors.keys())
+    _check_tensors(descriptor, layout, config, ckpt)
+    kept = check_keep(keep, descriptor, config)
+    dequantize = dtype == "bf16" and layout.quantized
+    out_layout = descriptor.layout(descriptor.dequantized_layout) if dequantize else layout
+    jobs = _plan(descriptor, layout, config, ckpt, kept, dequantize)
+    out_config = descriptor.rewrite_config(config, len(kept[0]), drop_quantization=dequantize)
+    draft = _provenance_draft(provenance, kept, src, out_layout.name)
+    _check_destination(src, dst)
+
+    return_freed_buffers()
+    tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}"
+    _remove_stale(dst)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # the model class's tensors (transformers import, meta model) load while we copy
+        expected = pool.submit(expected_tensors, out_config, [job.out.name for job in jobs])
+        try:
+            result = _write(src, tmp, ckpt, jobs, out_config, max_shard_bytes, draft)
+            try:
+                check_structure(open_checkpoint(tmp), expected.result())
+            except InputError as exc:
+                raise HubbotError(f"pruned checkpoint failed verification:\n{exc}") from None
+            _replace(tmp, dst)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return PrunedModel(
+        path=dst,
+        kept=kept,
+        output_format=out_layout.name,
+        bytes_read=result.bytes_read,
+        bytes_written=result.bytes_written,
+        files=result.files,
+    )
+
+
+def check_keep(
+    keep: dict[int, list[int]], descriptor: ModelDescriptor, config: dict[str, Any]
+) -> dict[int, tuple[int, ...]]:
+    """Validate a keep list against a config; kept experts per layer, sorted."""
+    layers, experts = descriptor.num_layers(config), descriptor.num_experts(config)
+    top_k = descriptor.top_k(config)
+    problems = []
+    if not isinstance(keep, dict):
+        raise InputError("keep list: expected a mapping of layer -> experts")
+    for layer in sorted(keep, key=str):
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            problems.append(f"keep list: layer key {layer!r} is not an integer")
+        elif not 0 <= layer < layers:
+            problems.append(f"keep list: layer {layer} does not exist (layers 0..{layers - 1})")
+    for layer in range(layers):
+        if layer not in keep:
+            problems.append(f"keep list: layer {layer} is missing (the model has {layers} layers)")
+            continue
+        chosen = list(keep[layer])
+        for expert in chosen:
+            if isinstance(expert, bool) or not isinstance(expert, int):
+                problems.append(f"keep list: layer {layer}: {expert!r} is not an expert index")
+            elif not 0 <= expert < experts:
+                problems.append(
+                    f"keep list: layer {layer}: expert {expert} is out of range 0..{experts - 1}"
+                )
+        for expert in sorted({e for e in chosen if chosen.count(e) > 1}, key=str):
+            problems.append(f"keep list: layer {layer}: expert {expert} is listed twice")
+        if len(set(chosen)) < top_k:
+            problems.append(
+                f"keep list: layer {layer}: keeps {len(set(chosen))} experts, fewer than the "
+                f"{top_k} each token is routed to"
+            )
+    counts = {layer: len(keep[layer]) for layer in range(layers) if layer in keep}
+    if not problems and len(set(counts.values())) > 1:
+        detail = ", ".join(f"layer {layer}: {n}" for layer, n in counts.items())
+        problems.append(
+            f"keep list: every layer must keep the same number of experts ({detail}); the "
+            f"config has one {descriptor.num_experts_key}"
+        )
+    if problems:
+        raise InputError("\n".join(problems))
+    return {layer: tuple(sorted(keep[layer])) for layer in range(layers)}
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _check_tensors(
+    descriptor: ModelDescriptor, layout: ExpertLayout, config: dict[str, Any], ckpt: Checkpoint
+) -> None:
+    """Every router and expert tensor the descriptor expects is there, shaped as the config says."""
+    where = ckpt.index or ckpt.folder
+    problems = []
+    experts = range(descriptor.num_experts(config)) if layout.per_expert else [None]
+    for layer in range(descriptor.num_layers(config)):
+        specs = [(s, None) for s in descriptor.router_tensors]
+        specs += [(s, e) for s in layout.tensors for e in experts]
+        for spec, expert in specs:
+            name = spec.tensor_name(layer, expert)
+            info = ckpt.tensors.get(name)
+            shape = spec.resolve_shape(config)
+            if info is None:
+                problems.append(
+                    f"{where}: lacks tensor {name} ({descriptor.model_type} {layout.name} layout)"
+                )
+            elif info.shape != shape:
+                problems.append(
+                    f"{info.file}: tensor {name} has shape {list(info.shape)}, config.json "
+                    f"implies {list(shape)}"
+                )
+            elif spec.dtype is not None and info.dtype != spec.dtype:
+                problems.append(
+                    f"{info.file}: tensor {name} is {info.dtype}, expected {spec.dtype}"
+                )
+    if descriptor.expert_axis != 0 and not layout.per_expert:
+        problems.append(f"descriptor {descriptor.model_type}: only expert axis 0 is streamable")
+    if problems:
+        raise InputError("\n".join(problems[:50]))
+
+
+def _check_destination(src: Path, dst: Path) -> None:
+    if dst.resolve() == src.resolve():
+        raise InputError(f"{dst}: the destination is the source")
+    if dst.exists() and not (dst / FILENAME).is_file():
+        raise InputError(f"{dst}: exists and is not a hubbot output; remove it or pick another")
+
+
+def _provenance_draft(
+    provenance: dict[str, Any] | None,
+    kept: dict[int, tuple[int, ...]],
+    src: Path,
+    output_format: str,
+) -> Provenance:
+    """`hubbot.json` from the caller's fields, checked now; file hashes are added at the end."""
+    given = dict(provenance or {})
+    unknown = sorted(given.keys() - _PROVENANCE_KEYS)
+    if unknown:
+        raise InputError(f"provenance: unknown keys {unknown}; known: {sorted(_PROVENANCE_KEYS)}")
+    kept_json = {str(layer): list(experts) for layer, experts in kept.items()}
+    selection = dict(given.get("selection") or {})
+    if selection.get("kept_experts", kept_json) != kept_json:
+        raise InputError("provenance: selection.kept_experts differs from the keep list")
+    selection.setdefault("strategy", "explicit")
+    selection.setdefault("statistics_source", "none")
+    selection.setdefault("statistics_digest", "none")
+    selection["kept_experts"] = kept_json
+    try:
+        return Provenance(
+            tool_version=__version__,
+            variant=given.get("variant"),
+            manifest_digest=given.get("manifest_digest"),
+            base=BaseRef(repo=given.get("repo") or str(src), revision=given.get("revision")),
+            output_format=output_format,
+            selection=SelectionRecord.model_validate(selection),
+        )
+    except ValidationError as exc:
+        raise InputError(f"provenance: {' '.join(str(exc).splitlines()[:3])}") from None
+
+
+# ---------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class _Range:
+    file: Path
+    start: int
+    length: int
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One output tensor: bytes copied from `ranges`, or experts dequantized from `packed`."""
+
+    out: OutTensor
+    ranges: tuple[_Range, ...] = ()
+    packed: tuple[tuple[_Range, _Range], ...] = ()
+    block_shape: tuple[int, ...] = ()
+
+
+def _plan(
+    descriptor: ModelDescriptor,
+    layout: ExpertLayout,
+    config: dict[str, Any],
+    ckpt: Checkpoint,
+    kept: dict[int, tuple[int, ...]],
+    dequantize: bool,
+) -> list[_Job]:
+    """Output tensors in the source's file order, each with the byte ranges it is made of."""
+    count = len(kept[0])
+    handled: set[str] = set()
+    jobs: list[_Job] = []
+    for layer, experts in kept.items():
+        for spec in (*descriptor.router_tensors, *([] if layout.per_expert else layout.tensors)):
+            info = ckpt.tensors[spec.tensor_name(layer)]
+            handled.add(info.name)
+            if dequantize and spec.packing == "scales":
+                continue
+            if dequantize and spec.packing == "blocks":
+                jobs.append(_dequant_job(descriptor, layout, spec, config, ckpt, layer, experts))
+                continue
+            out = OutTensor(info.name, info.dtype, (count, *info.shape[1:]))
+            jobs.append(_Job(out, _expert_ranges(info, experts)))
+        if layout.per_expert:
+            for new, old in enumerate(experts):
+                for spec in layout.tensors:
+                    info = ckpt.tensors[spec.tensor_name(layer, old)]
+                    out = OutTensor(spec.tensor_name(layer, new), info.dtype, info.shape)
+                    jobs.append(_Job(out, (_Range(info.file, info.start, info.nbytes),)))
+            handled.update(
+                spec.tensor_name(layer, e)
+                for spec in layout.tensors
+                for e in range(descriptor.num_experts(config))
+            )
+    for info in ckpt.tensors.values():
+        if info.name not in handled:
+            jobs.append(_Job(OutTensor(info.name, info.dtype, info.shape), (_whole(info),)))
+    shard_order = {path: i for i, path in enumerate(ckpt.shards)}
+    return sorted(jobs, key=lambda j: _first(j, shard_order))
+
+
+def _first(job: _Job, shard_order: dict[Path, int]) -> tuple[int, int, str]:
+    ranges = job.ranges or tuple(r for pair in job.packed for r in pair)
+    first = min(ranges, key=lambda r: (shard_order[r.file], r.start))
+    return shard_order[first.file], first.start, job.out.name
+
+
+def _whole(info: TensorInfo) -> _Range:
+    return _Range(info.file, info.start, info.nbytes)
+
+
+def _expert_ranges(info: TensorInfo, experts: tuple[int, ...]) -> tuple[_Range, ...]:
+    """Byte ranges of the kept rows along dim 0, consecutive experts merged."""
+    ranges: list[_Range] = []
+    for expert in experts:
+        row = _row(info, expert)
+        last = ranges[-1] if ranges else None
+        if last is not None and last.start + last.length == row.start:
+            ranges[-1] = _Range(info.file, last.start, last.length + row.length)
+        else:
+            ranges.append(row)
+    return tuple(ranges)
+
+
+def _row(info: TensorInfo, expert: int) -> _Range:
+    """One expert's bytes: row `expert` along dim 0."""
+    stride = info.nbytes // info.shape[0]
+    return _Range(info.file, info.start + expert * stride, stride)
+
+
+def _dequant_job(
+    descriptor: ModelDescriptor,
+    layout: ExpertLayout,
+    blocks_spec: TensorSpec,
+    config: dict[str, Any],
+    ckpt: Checkpoint,
+    layer: int,
+    experts: tuple[int, ...],
+) -> _Job:
+    scales_spec = next(
+        s
+        for s in layout.tensors
+        if s.packing == "scales" and s.stands_for == blocks_spec.stands_for
+    )
+    target = next(
+        s
+        for s in descriptor.layout(descriptor.dequantized_layout).tensors
+        if s.name == blocks_spec.stands_for
+    )
+    blocks = ckpt.tensors[blocks_spec.tensor_name(layer)]
+    scales = ckpt.tensors[scales_spec.tensor_name(layer)]
+    shape = target.resolve_shape(config, **{descriptor.num_experts_key: len(experts)})
+    return _Job(
+        OutTensor(blocks_spec.model_name(layer), "BF16", shape),
+        packed=tuple((_row(blocks, e), _row(scales, e)) for e in experts),
+        block_shape=blocks.shape[1:],
+    )
+
+
+# ---------------------------------------------------------------- write
+
+
+@dataclass
+class _Tally:
+    """What a run read and wrote; sha256 per output file and per base file."""
+
+    bytes_read: int = 0
+    bytes_written: int = 0
+    files: dict[str, str] = field(default_factory=dict)
+    base_files: dict[str, str] = field(default_factory=dict)
+
+    def add_output(self, folder: Path, name: str, data: bytes) -> None:
+        (folder / name).write_bytes(data)
+        self.files[name] = hashlib.sha256(data).hexdigest()
+        self.bytes_written += len(data)
+
+
+def _write(
+    src: Path,
+    out: Path,
+    ckpt: Checkpoint,
+    jobs: list[_Job],
+    config: dict[str, Any],
+    max_shard_bytes: int,
+    draft: Provenance,
+) -> _Tally:
+    """Write shards, index, config, copied repo files and `hubbot.json` into `out`."""
+    tally = _Tally()
+    shards = _write_shards(src, out, ckpt, jobs, max_shard_bytes, tally)
+    copied = {path.name: path.read_bytes() for path in _other_files(src)}
+    read = {**copied, "config.json": (src / "config.json").read_bytes()}
+    if ckpt.index is not None:
+        read[ckpt.index.name] = ckpt.index.read_bytes()
+    for name, data in read.items():
+        tally.base_files[name] = hashlib.sha256(data).hexdigest()
+        tally.bytes_read += len(data)
+    for name, data in copied.items():
+        tally.add_output(out, name, data)
+    tally.add_output(out, INDEX_FILE, encode_index(shards))
+    config_text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    tally.add_output(out, "config.json", config_text.encode())
+    tally.files = dict(sorted(tally.files.items()))
+    base = draft.base.model_copy(update={"files": dict(sorted(tally.base_files.items()))})
+    record = draft.model_copy(update={"base": base, "files": tally.files})
+    tally.bytes_written += write_provenance(out, record).stat().st_size
+    return tally
+
+
+def _write_shards(
+    src: Path, out: Path, ckpt: Checkpoint, jobs: list[_Job], max_shard_bytes: int, tally: _Tally
+) -> list[tuple[str, list[OutTensor]]]:
+    """Stream every job into shards; base shards are hashed as read unless the cache names them."""
+    known = {path: known_sha256(path) for path in ckpt.shards}
+    reader = SourceReader(ckpt.shards, [path for path, sha in known.items() if sha is None])
+    by_name = {job.out.name: job for job in jobs}
+    planned = plan_shards([job.out for job in jobs], max_shard_bytes)
+    shards = [(shard_file_name(i, len(planned)), tensors) for i, tensors in enumerate(planned)]
+    try:
+        for name, tensors in shards:
+            writer = ShardWriter(out / name, tensors)
+            try:
+                for tensor in tensors:
+                    chunks = prefetched(_chunks(by_name[tensor.name], reader))
+                    writer.write_tensor(tensor.name, chunks)
+            except BaseException:
+                writer.abort()
+                raise
+            tally.files[name] = writer.close()
+            tally.bytes_written += writer.bytes_written
+        hashes = {**known, **reader.finish()}
+    finally:
+        reader.close()
+    tally.base_files.update(
+        {path.relative_to(src).as_posix(): sha for path, sha in hashes.items() if sha}
+    )
+    tally.bytes_read += reader.bytes_read + ckpt.header_bytes
+    return shards
+
+
+def _chunks(job: _Job, reader: SourceReader) -> Iterator[Chunk]:
+    """The bytes of one output tensor, at most `CHUNK_BYTES` (or one expert) at a time."""
+    for r in job.ranges:
+        for offset in range(0, r.length, CHUNK_BYTES):
+            yield reader.slice(r.file, r.start + offset, min(CHUNK_BYTES, r.length - offset))
+    if job.packed:
+        yield from _dequantized(job, reader)
+
+
+def _dequantized(job: _Job, reader: SourceReader) -> Iterator[memoryview]:
+    """Dequantized kept experts, about `CHUNK_BYTES` at a time, in the fused layout.
+
+    Packed bytes are read first, in file order. Each chunk is a run of 32-value groups of
+    the packed input axis, which is a run of rows of the transposed BF16 weight.
+    """
+    import torch
+
+    table = _mxfp4_table()
+    ranges = sorted({r for pair in job.packed for r in pair}, key=lambda r: (r.file, r.start))
+    data = {r: reader.read(r.file, r.start, r.length) for r in ranges}
+    rows, groups, width = job.block_shape
+    step = max(1, CHUNK_BYTES // (rows * 2 * width * 2))  # groups per chunk
+    index_buffer = torch.empty(rows * min(step, groups) * width, dtype=torch.int32)
+    pairs_buffer = torch.empty_like(index_buffer)
+    for blocks_range, scales_range in job.packed:
+        blocks = torch.frombuffer(data.pop(blocks_range), dtype=torch.uint8)
+        scales = torch.frombuffer(data.pop(scales_range), dtype=torch.uint8)
+        blocks = blocks.view(rows, groups, width)
+        shifted = scales.view(rows, groups, 1).to(torch.int32) << 8
+        for first in range(0, groups, step):
+            count = min(step, groups - first)
+            index = index_buffer[: rows * count * width]
+            pairs = pairs_buffer[: rows * count * width]
+            torch.bitwise_or(
+                shifted[:, first : first + count],
+                blocks[:, first : first + count],
+                out=index.view(rows, count, width),
+            )
+            torch.index_select(table, 0, index, out=pairs)  # two BF16 values per packed byte
+            weight = torch.empty(count * width * 2, rows, dtype=torch.bfloat16)
+            weight.copy_(pairs.view(torch.bfloat16).view(rows, -1).t())
+            yield memoryview(weight.view(torch.uint8).view(-1).numpy())
+
+
+@functools.cache
+def _mxfp4_table() -> torch.Tensor:
+    """Every (scale byte, packed byte) -> its two BF16 values as one int32, by `dequantize_mxfp4`.
+
+    Dequantization is elementwise, so looking values up here gives the same bits as
+    `unpack_expert_weight`, several times faster.
+    """
+    import torch
+
+    from bot.mxfp4 import dequantize_mxfp4
+
+    codes = torch.arange(256, dtype=torch.uint8)
+    blocks = torch.zeros(256 * 256, 1, 16, dtype=torch.uint8)
+    blocks[:, 0, 0] = codes.repeat(256)
+    scales = codes.repeat_interleave(256).view(-1, 1)
+    values = dequantize_mxfp4(blocks, scales, torch.bfloat16)[:, :2].contiguous()
+    return values.view(torch.int32).view(-1)
+
+
+def _other_files(src: Path) -> list[Path]:
+    """Repo files copied as they are: tokenizer, chat template, generation config, licence.
+
+    Not weights (any format, any subfolder), the index, config.json (rewritten), the base's
+    README (its card) or dotfiles.
+    """
+    return sorted(
+        p
+        for p in src.iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and not p.name.endswith(_WEIGHT_SUFFIXES)
+        and not p.name.endswith(".index.json")
+        and p.name not in _NOT_COPIED
+    )
+
+
+# ---------------------------------------------------------------- folders
+
+
+def _remove_stale(dst: Path) -> None:
+    """Remove temporary folders of earlier runs for `dst` whose process is gone."""
+    if not dst.parent.is_dir():
+        return
+    for path in dst.parent.glob(f".{dst.name}.*-*"):
+        kind, _, pid = path.name[len(dst.name) + 2 :].rpartition("-")
+        if kind in ("partial", "old") and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _replace(tmp: Path, dst: Path) -> None:
+    """Rename `tmp` to `dst`; an earlier hubbot output at `dst` is moved aside, then removed."""
+    if not dst.exists():
+        os.rename(tmp, dst)
+        return
+    old = dst.parent / f".{dst.name}.old-{os.getpid()}"
+    os.rename(dst, old)
+    os.rename(tmp, dst)
+    with contextlib.suppress(OSError):
+        shutil.rmtree(old)

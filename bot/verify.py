@@ -1,0 +1,126 @@
+"""Structure check of a checkpoint folder, without loading its weights.
+
+The expected tensors come from instantiating the config's model class on PyTorch's meta
+device (no memory, exact for any architecture transformers knows); the descriptor maps the
+fused expert parameters onto the names a storage layout uses (MXFP4 `_blocks`/`_scales`,
+one module per expert). Every expected tensor must be present with its shape and dtype, and
+nothing else may be.
+
+Example:
+    >>> verify_structure(Path("out/gpt-oss-20b-code-16"))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bot.checkpoint import Checkpoint, open_checkpoint
+from bot.descriptors import descriptor_for
+from bot.errors import InputError
+
+_FLOAT_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
+_TORCH_DTYPES = {"uint8": "U8", "int8": "I8", "int32": "I32", "int64": "I64", "bool": "BOOL"}
+
+Expected = dict[str, tuple[tuple[int, ...], str]]
+
+
+def verify_structure(folder: Path) -> None:
+    """Raise `InputError` listing every missing, unexpected or mis-shaped tensor in `folder`."""
+    folder = Path(folder)
+    config = read_config(folder / "config.json")
+    ckpt = open_checkpoint(folder)
+    check_structure(ckpt, expected_tensors(config, ckpt.tensors.keys()))
+
+
+def check_structure(ckpt: Checkpoint, expected: Expected) -> None:
+    """Compare a checkpoint's tensors with `expected_tensors`; `InputError` lists problems."""
+    where = ckpt.index or ckpt.folder
+    problems = []
+    for name, (shape, dtype) in expected.items():
+        info = ckpt.tensors.get(name)
+        if info is None:
+            problems.append(f"{where}: missing tensor {name} ({dtype} {list(shape)})")
+        elif info.shape != shape:
+            problems.append(
+                f"{info.file}: tensor {name} has shape {list(info.shape)}, the model expects "
+                f"{list(shape)}"
+            )
+        elif info.dtype != dtype:
+            problems.append(f"{info.file}: tensor {name} is {info.dtype}, expected {dtype}")
+    for name in sorted(ckpt.tensors.keys() - expected.keys()):
+        problems.append(f"{ckpt.tensors[name].file}: unexpected tensor {name}")
+    if problems:
+        raise InputError("\n".join(problems))
+
+
+def expected_tensors(config: dict[str, Any], names: Any = ()) -> Expected:
+    """Name -> (shape, safetensors dtype) of every tensor a checkpoint of `config` stores.
+
+    `names` (the checkpoint's tensor names) only picks between layouts that the config alone
+    does not tell apart (fused or one module per expert).
+    """
+    descriptor = descriptor_for(config)
+    layout = descriptor.detect_layout(config, set(names))
+    floating = _float_dtype(config)
+    expected = {
+        name: (shape, floating if dtype is None else dtype)
+        for name, (shape, dtype) in _model_tensors(config).items()
+    }
+    if layout.name == descriptor.dequantized_layout:
+        return expected
+    experts = range(descriptor.num_experts(config)) if layout.per_expert else [None]
+    for layer in range(descriptor.num_layers(config)):
+        for spec in layout.tensors:
+            expected.pop(spec.model_name(layer), None)
+        for spec in layout.tensors:
+            for expert in experts:
+                shape = spec.resolve_shape(config)
+                expected[spec.tensor_name(layer, expert)] = (shape, spec.dtype or floating)
+    return expected
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A `config.json` as a dict; `InputError` naming the file if it is not one."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise InputError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: not a JSON object")
+    return config
+
+
+def _float_dtype(config: dict[str, Any]) -> str:
+    name = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
+    if name not in _FLOAT_DTYPES:
+        raise InputError(f"config: unsupported dtype {name!r}")
+    return _FLOAT_DTYPES[name]
+
+
+def _model_tensors(config: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str | None]]:
+    """Parameters and persistent buffers of the dequantized model; dtype None = floating."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    data = {k: v for k, v in config.items() if k not in ("quantization_config", "model_type")}
+    hf_config = AutoConfig.for_model(config["model_type"], **data)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config)
+    tensors = dict(model.named_parameters())
+    non_persistent = {
+        f"{prefix}.{name}" if prefix else name
+        for prefix, module in model.named_modules()
+        for name in module._non_persistent_buffers_set
+    }
+    tensors.update((n, b) for n, b in model.named_buffers() if n not in non_persistent)
+    return {
+        name: (
+            tuple(t.shape),
+            None if t.is_floating_point() else _TORCH_DTYPES[str(t.dtype).removeprefix("torch.")],
+        )
+        for name, t in tensors.items()
+    }
