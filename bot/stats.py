@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import struct
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from bot.checkpoint import TensorInfo, open_checkpoint
 from bot.errors import InputError
 from bot.provenance import ModelStats
 
 INDEX_FILE = "model.safetensors.index.json"
-_MAX_HEADER = 100 * 1024 * 1024
 _EXPERT_PART = ".mlp.experts."
 _ROUTER_PART = ".mlp.router."
 _EMBEDDING_PART = "embed_tokens."
@@ -104,73 +104,14 @@ def _top_k(config: dict[str, Any]) -> int:
 # ---------------------------------------------------------------- checkpoint folders
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """One tensor as a safetensors header describes it."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-    @property
-    def values(self) -> int:
-        """Parameters it holds once dequantized (MXFP4 blocks: two per byte, scales: none)."""
-        count = 1
-        for dim in self.shape:
-            count *= dim
-        if self.name.endswith("_scales"):
-            return 0
-        if self.name.endswith("_blocks") and self.dtype == "U8":
-            return 2 * count
-        return count
-
-
-def read_header(path: Path) -> tuple[list[TensorInfo], int]:
-    """Tensors named in a safetensors file's header, and the file's expected size in bytes.
-
-    Reads the 8-byte header length and the JSON header only, never tensor data.
-    """
-    try:
-        with path.open("rb") as handle:
-            prefix = handle.read(8)
-            if len(prefix) != 8:
-                raise InputError(f"{path}: not a safetensors file (shorter than 8 bytes)")
-            (length,) = struct.unpack("<Q", prefix)
-            if length > _MAX_HEADER:
-                raise InputError(f"{path}: safetensors header of {length} bytes is implausible")
-            raw = handle.read(length)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        header = json.loads(raw)
-    except ValueError:
-        raise InputError(f"{path}: safetensors header is not valid JSON") from None
-    tensors, end = [], 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            tensors.append(TensorInfo(name, str(entry["dtype"]), tuple(entry["shape"])))
-            end = max(end, int(entry["data_offsets"][1]))
-        except (KeyError, TypeError, IndexError, ValueError):
-            raise InputError(f"{path}: bad header entry for tensor {name!r}") from None
-    return tensors, 8 + length + end
-
-
-def weight_files(folder: Path) -> list[Path]:
-    """The safetensors files of a checkpoint folder: those its index names, else all."""
-    index = folder / INDEX_FILE
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise InputError(f"{index}: not a valid safetensors index") from None
-        names = sorted(set(weight_map.values()))
-    else:
-        names = sorted(p.name for p in folder.glob("*.safetensors"))
-    if not names:
-        raise InputError(f"{folder}: no safetensors files")
-    return [folder / name for name in names]
+def dequantized_values(tensor: TensorInfo) -> int:
+    """Parameters a tensor holds once dequantized (MXFP4 blocks: two per byte, scales: none)."""
+    count = math.prod(tensor.shape)
+    if tensor.name.endswith("_scales"):
+        return 0
+    if tensor.name.endswith("_blocks") and tensor.dtype == "U8":
+        return 2 * count
+    return count
 
 
 def model_stats(folder: Path, *, base_config: dict[str, Any]) -> ModelStats:
@@ -180,13 +121,13 @@ def model_stats(folder: Path, *, base_config: dict[str, Any]) -> ModelStats:
     """
     config = _read_config(folder)
     experts_before = int(base_config["num_local_experts"])
-    tensors, size = [], 0
-    for path in weight_files(folder):
-        found, expected = read_header(path)
-        actual = path.stat().st_size
+    checkpoint = open_checkpoint(folder)
+    tensors = list(checkpoint.tensors.values())
+    size = 0
+    for path in checkpoint.shards:
+        actual, expected = path.stat().st_size, max(t.end for t in tensors if t.file == path)
         if actual != expected:
             raise InputError(f"{path}: {actual} bytes on disk, its header describes {expected}")
-        tensors += found
         size += actual
 
     layers = int(config["num_hidden_layers"])
@@ -194,9 +135,9 @@ def model_stats(folder: Path, *, base_config: dict[str, Any]) -> ModelStats:
     top_k = _top_k(config)
     if not 0 < experts <= experts_before:
         raise InputError(f"{folder}: {experts} experts per layer, base model has {experts_before}")
-    total = sum(t.values for t in tensors)
+    total = sum(dequantized_values(t) for t in tensors)
     expert_values = sum(
-        t.values for t in tensors if _EXPERT_PART in t.name or _ROUTER_PART in t.name
+        dequantized_values(t) for t in tensors if _EXPERT_PART in t.name or _ROUTER_PART in t.name
     )
     per_expert, rest = divmod(expert_values, layers * experts)
     if rest or not per_expert:
@@ -205,7 +146,7 @@ def model_stats(folder: Path, *, base_config: dict[str, Any]) -> ModelStats:
         )
     embedding = 0
     if not config.get("tie_word_embeddings", False):
-        embedding = sum(t.values for t in tensors if _EMBEDDING_PART in t.name)
+        embedding = sum(dequantized_values(t) for t in tensors if _EMBEDDING_PART in t.name)
     active = total - embedding - (experts - top_k) * layers * per_expert
     return ModelStats(
         total_params=total,

@@ -140,7 +140,7 @@ def test_truncated_shard_is_refused(tmp_path: Path) -> None:
     with shard.open("r+b") as handle:
         handle.truncate(shard.stat().st_size - 1)
 
-    with pytest.raises(InputError, match="bytes on disk"):
+    with pytest.raises(InputError, match="truncated"):
         model_stats(tmp_path / "cut", base_config=BASE)
 
 
@@ -155,9 +155,11 @@ def test_config_disagreeing_with_tensors_is_refused(tmp_path: Path) -> None:
 
 
 def test_bf16_layout_and_plain_rope() -> None:
-    from bot.stats import TensorInfo, attention_pattern, positional_encoding, storage_format
+    from bot.checkpoint import TensorInfo
+    from bot.stats import attention_pattern, positional_encoding, storage_format
 
-    assert storage_format([TensorInfo("a.weight", "BF16", (2, 2))]) == "BF16"
+    plain = TensorInfo("a.weight", "BF16", (2, 2), Path("a.safetensors"), 8, 16)
+    assert storage_format([plain]) == "BF16"
     assert positional_encoding({"rope_theta": 10000}) == "RoPE"
     v5_style = {"rope_parameters": {"rope_type": "yarn", "factor": 32.0, "rope_theta": 1.5e5}}
     assert positional_encoding(v5_style) == "RoPE (YaRN, factor 32)"
