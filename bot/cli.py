@@ -202,13 +202,9 @@ def matrix(manifest: Path, everything: bool, chunks: int, github_output: bool) -
 @_errors_to_exit_codes
 def prune(src: Path, dst: Path, keep_file: Path, dtype: str, max_shard_bytes: int) -> None:
     """Low level: copy checkpoint SRC to DST keeping only the listed experts."""
-    from bot.prune import prune_checkpoint
+    from bot.prune import load_keep, prune_checkpoint
 
-    try:
-        raw = json.loads(keep_file.read_text(encoding="utf-8"))
-        keep = {int(layer): [int(e) for e in experts] for layer, experts in raw.items()}
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
-        raise InputError(f"{keep_file}: not a keep list ({{layer: [experts]}}): {exc}") from None
+    keep = load_keep(keep_file)
     result = prune_checkpoint(src, dst, keep, dtype=dtype, max_shard_bytes=max_shard_bytes)  # type: ignore[arg-type]
     click.echo(f"{result.path}: {result.bytes_written:,} bytes written, {result.bytes_read:,} read")
 

@@ -82,19 +82,13 @@ def _counts(config_json: str) -> ParameterCounts:
 
 
 def _meta_numel(config: dict[str, Any], experts: int) -> int:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from bot.meta import meta_model
 
-    data = {k: v for k, v in config.items() if k != "quantization_config"}
-    data["num_local_experts"] = experts
+    data = dict(config, num_local_experts=experts)
     data["num_experts_per_tok"] = min(int(data.get("num_experts_per_tok", 1)), experts)
     if "experts_per_token" in data:
         data["experts_per_token"] = data["num_experts_per_tok"]
-    model_type = data.pop("model_type")
-    hf_config = AutoConfig.for_model(model_type, **data)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(hf_config)
-    return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in meta_model(data).parameters())
 
 
 def _top_k(config: dict[str, Any]) -> int:

@@ -103,13 +103,9 @@ def _float_dtype(config: dict[str, Any]) -> str:
 
 def _model_tensors(config: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str | None]]:
     """Parameters and persistent buffers of the dequantized model; dtype None = floating."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from bot.meta import meta_model
 
-    data = {k: v for k, v in config.items() if k not in ("quantization_config", "model_type")}
-    hf_config = AutoConfig.for_model(config["model_type"], **data)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(hf_config)
+    model = meta_model(config)
     tensors = dict(model.named_parameters())
     non_persistent = {
         f"{prefix}.{name}" if prefix else name

@@ -73,3 +73,18 @@ def test_published_schema_matches_the_code() -> None:
     assert shipped == manifest_json_schema(), (
         "run: hubbot schema --out manifests/manifest.schema.json"
     )
+
+
+def test_prune_command_writes_a_checkpoint_transformers_expects(tmp_path: Path) -> None:
+    from bot.fixtures import write_tiny_model
+    from bot.verify import verify_structure
+
+    src = write_tiny_model(tmp_path / "src", layout="mxfp4")
+    keep = tmp_path / "keep.json"
+    keep.write_text(json.dumps({"0": [0, 2, 5], "1": [1, 3, 7]}))
+    code, out, err = run("prune", str(src), str(tmp_path / "dst"), "--keep", str(keep))
+    assert code == 0, err
+    assert "bytes written" in out
+    verify_structure(tmp_path / "dst")
+    config = json.loads((tmp_path / "dst" / "config.json").read_text())
+    assert config["num_local_experts"] == 3
