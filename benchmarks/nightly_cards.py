@@ -19,15 +19,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
-
-os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "manifests" / "gpt-oss-20b.yaml"
@@ -136,13 +132,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="hubbot-nightly-") as tmp:
         work = Path(tmp)
-        os.environ["HF_HOME"] = str(work / "hf-home")
+        from bot.hub.clients import clients_pointed_at
         from bot.hub.publish import connect
         from bot.hub.server import HubServer
         from bot.manifest import load_manifest
 
         manifest_path = _release_copy(work / "release")
-        with HubServer(work / "hub", tokens=["bench-token"]) as server:
+        with (
+            HubServer(work / "hub", tokens=["bench-token"]) as server,
+            clients_pointed_at(server.endpoint, "bench-token", work / "hf-home"),
+        ):
             api = connect(server.endpoint, "bench-token")
             manifest = load_manifest(manifest_path)
             variants = manifest.variants[: args.variants]

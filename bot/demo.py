@@ -8,7 +8,7 @@ time shows that an unchanged release makes no commit.
 
 from __future__ import annotations
 
-import os
+import contextlib
 import secrets
 import tempfile
 import time
@@ -32,31 +32,22 @@ def run_demo(
         raise InputError(f"{manifest_path}: no such manifest (run from the repository root)")
     workdir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
-    # huggingface_hub reads these when first imported: set them before any import of it.
-    os.environ["HF_HUB_DISABLE_XET"] = "1"
-    os.environ["HF_HOME"] = str((workdir / "hf-home").resolve())
-    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()
-
+    from bot.hub.clients import clients_pointed_at
     from bot.hub.server import HubServer
 
-    with HubServer(workdir / "hub", tokens=[token]) as server:
-        os.environ["HF_ENDPOINT"] = server.endpoint
-        os.environ["HF_TOKEN"] = token
-        try:
-            _publish_demo(server.endpoint, token, manifest_path, workdir, echo)
-            if keep_serving:
-                echo(f"serving {server.endpoint} (Ctrl-C to stop)")
+    transformers_logging.disable_progress_bar()
+    with (
+        HubServer(workdir / "hub", tokens=[token]) as server,
+        clients_pointed_at(server.endpoint, token, (workdir / "hf-home").resolve()),
+    ):
+        _publish_demo(server.endpoint, token, manifest_path, workdir, echo)
+        if keep_serving:
+            echo(f"serving {server.endpoint} (Ctrl-C to stop)")
+            with contextlib.suppress(KeyboardInterrupt):
                 while True:
                     time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            for name in ("HF_ENDPOINT", "HF_TOKEN"):
-                os.environ.pop(name, None)
 
 
 def _publish_demo(
