@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,12 +74,10 @@ def manifest_entry(manifest: Manifest, variant: Variant) -> dict[str, Any]:
 def release_info(manifest: Manifest, variant: Variant) -> ReleaseInfo:
     """The manifest text a card needs, recorded in `hubbot.json`."""
     spec, domain = manifest.spec, manifest.domain(variant.domain)
-    try:
-        shown = str(manifest.path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        shown = manifest.path.name
+    # Folder and file name only: the same wherever the command runs from.
+    shown = f"{manifest.path.resolve().parent.name}/{manifest.path.name}"
     return ReleaseInfo(
-        base_model=spec.base.repo or spec.base.name,
+        base_model=spec.base.repo,
         domain=DomainInfo(id=domain.id, title=domain.title, description=domain.description),
         license=spec.card.license,
         language=list(spec.card.language),
@@ -102,7 +99,7 @@ def desired_digests(manifest: Manifest, variant: Variant, selection: SelectionRe
     spec = manifest.spec
     weights = {
         "format": WEIGHTS_FORMAT,
-        "base": {"repo": spec.base.repo, "path": spec.base.path, "revision": spec.base.revision},
+        "base": {"repo": spec.base.repo, "revision": spec.base.revision},
         "output": spec.output.model_dump(mode="json"),
         "kept_experts": selection.kept_experts,
         "generation": spec.generation.model_dump(mode="json"),
@@ -139,8 +136,6 @@ def build_variant(
     base = base_folder or fetch_manifest_base(manifest)
     selection = select_experts(manifest, variant)
     keep = {int(layer): experts for layer, experts in selection.kept_experts.items()}
-    if out.exists():
-        shutil.rmtree(out)
     pruned = prune_checkpoint(
         base,
         out,
@@ -148,8 +143,8 @@ def build_variant(
         dtype="bf16" if spec.output.format == "bf16" else "source",
         max_shard_bytes=spec.output.max_shard_bytes,
         provenance={
-            "repo": spec.base.repo or str(base),
-            "revision": spec.base.revision if spec.base.repo else None,
+            "repo": spec.base.repo,
+            "revision": spec.base.revision,
             "selection": selection.model_dump(mode="json"),
         },
     )
@@ -171,9 +166,7 @@ def build_variant(
             "manifest_digest": _digest(manifest_entry(manifest, variant)),
             "digests": desired_digests(manifest, variant, selection),
             "base": BaseRef(
-                repo=spec.base.repo or spec.base.name,
-                revision=spec.base.revision if spec.base.repo else None,
-                files=record.base.files,
+                repo=spec.base.repo, revision=spec.base.revision, files=record.base.files
             ),
             "selection": selection,
             "stats": model_stats(pruned.path, base_config=manifest.base_config),

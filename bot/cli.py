@@ -167,7 +167,13 @@ def cards(manifest: Path, regen: bool, as_json: bool) -> None:
 @click.option(
     "--all", "everything", is_flag=True, help="Every variant, not only those needing work."
 )
-@click.option("--chunks", default=1, show_default=True, help="Split into this many matrices.")
+@click.option(
+    "--chunks",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Split into this many matrices.",
+)
 @click.option("--github-output", is_flag=True, help="Write chunk-N=... to $GITHUB_OUTPUT.")
 @_errors_to_exit_codes
 def matrix(manifest: Path, everything: bool, chunks: int, github_output: bool) -> None:

@@ -62,7 +62,6 @@ def _publish_demo(
     manifest = load_manifest(manifest_path)
     api = connect(endpoint, token)
     base = manifest.spec.base
-    assert base.repo is not None
     with tempfile.TemporaryDirectory(prefix="hubbot-base-") as tmp:
         folder = write_tiny_model(Path(tmp) / "tiny", layout="mxfp4")
         seeded = seed_repo(api, base.repo, folder)

@@ -39,23 +39,21 @@ class _Strict(BaseModel):
 
 
 class BaseModelSpec(_Strict):
-    """The model every variant is pruned from: a Hub repo (pinned) or a local folder."""
+    """The model every variant is pruned from: a pinned Hub repo, optionally read locally.
 
-    repo: str | None = None
-    path: str | None = None
+    `repo` names the base model on cards and in provenance; `path`, when given, is a local
+    copy of it to read instead of downloading `repo` at `revision`.
+    """
+
+    repo: str
     revision: str = "main"
+    path: str | None = None
     config: str = Field(description="pinned copy of the base config.json, beside the manifest")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> BaseModelSpec:
-        if (self.repo is None) == (self.path is None):
-            raise ValueError("give exactly one of 'repo' (a Hub id) or 'path' (a local folder)")
-        return self
 
     @property
     def name(self) -> str:
         """The base model's short name, e.g. `gpt-oss-20b`."""
-        return Path(self.repo or self.path or "").name
+        return self.repo.split("/")[-1]
 
 
 class OutputSpec(_Strict):
@@ -219,6 +217,7 @@ def load_manifest(path: str | Path) -> Manifest:
         problems += _check_counts(spec, base_config, doc)
         problems += _check_naming(spec, doc)
         problems += _check_domains(spec, doc)
+        problems += _check_template(path, spec, doc)
         if not problems:
             problems += _check_statistics(path, spec, base_config, doc)
             problems += _check_expansion(spec, base_config, doc)
@@ -282,6 +281,9 @@ def _expand(spec: ManifestSpec, base_config: dict[str, Any]) -> list[Variant]:
 def _read_base_config(
     path: Path, spec: ManifestSpec, doc: YamlDocument
 ) -> tuple[dict[str, Any] | None, list[Problem]]:
+    from bot.descriptors import descriptor_for
+    from bot.stats import parameter_counts
+
     where = ("base", "config")
     config_path = path.parent / spec.base.config
     try:
@@ -290,10 +292,29 @@ def _read_base_config(
         return None, [doc.problem(where, f"base config snapshot {config_path} does not exist")]
     except (OSError, ValueError) as exc:
         return None, [doc.problem(where, f"cannot read base config {config_path}: {exc}")]
-    missing = [k for k in ("num_local_experts", "num_hidden_layers") if k not in config]
-    if not isinstance(config, dict) or missing:
+    if not isinstance(config, dict):
+        return None, [doc.problem(where, f"{config_path} is not a JSON object")]
+    missing = [
+        k for k in ("model_type", "num_local_experts", "num_hidden_layers") if k not in config
+    ]
+    if missing:
         return None, [doc.problem(where, f"{config_path} is not a MoE config (lacks {missing})")]
+    try:
+        descriptor_for(config)
+        parameter_counts(config)
+    except InputError as exc:
+        return None, [doc.problem(where, f"{config_path}: {exc}")]
+    except (ValueError, KeyError, TypeError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        return None, [doc.problem(where, f"{config_path}: transformers cannot build it: {first}")]
     return config, []
+
+
+def _check_template(path: Path, spec: ManifestSpec, doc: YamlDocument) -> list[Problem]:
+    template = path.parent / spec.card.template
+    if template.is_file():
+        return []
+    return [doc.problem(("card", "template"), f"card template {template} does not exist")]
 
 
 def _top_k(config: dict[str, Any]) -> int:

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -106,14 +107,17 @@ def publish_release(
                         base_folder=base,
                         device=device,
                     )
-                    result = publish_folder(
-                        api,
-                        row.variant.repo_id,
-                        built.folder,
-                        private=manifest.spec.hub.visibility == "private",
-                        collections=manifest.spec.hub.collections,
-                        message=f"hubbot: {row.action} {row.variant.id}",
-                    )
+                    try:
+                        result = publish_folder(
+                            api,
+                            row.variant.repo_id,
+                            built.folder,
+                            private=manifest.spec.hub.visibility == "private",
+                            collections=manifest.spec.hub.collections,
+                            message=f"hubbot: {row.action} {row.variant.id}",
+                        )
+                    finally:
+                        shutil.rmtree(built.folder)  # a release is hundreds of GB: one at a time
                     outcome = Outcome(row.variant, row.action, result)
             except HubbotError as exc:
                 outcome = Outcome(row.variant, row.action, None, error=str(exc))

@@ -19,6 +19,7 @@ from bot.hub.plan import (
     stale_files,
 )
 from bot.hub.remote import RemoteFile, RemoteState
+from bot.hub.retry import HubError
 from bot.provenance import BaseRef, Digests, Provenance, SelectionRecord
 
 REPO = "hubbot-models/plan-test"
@@ -139,16 +140,16 @@ def test_missing_repo_is_create(hub_api: HfApi, hub_server):
     assert requests_made(hub_server, before) <= 2
 
 
-def test_missing_or_unreadable_record_is_create_with_a_reason(hub_api: HfApi):
+def test_missing_record_is_create_and_unreadable_one_is_refused(hub_api: HfApi):
     hub_api.create_repo(REPO)
     hub_api.upload_file(path_or_fileobj=b"x", path_in_repo="config.json", repo_id=REPO)
     plan = plan_variant(hub_api, REPO, DIGESTS)
     assert (plan.action, plan.reason) == (Action.CREATE, "the repo has no hubbot.json")
 
     _publish_record(hub_api, b"{not json")
-    plan = plan_variant(hub_api, REPO, DIGESTS)
-    assert plan.action == Action.CREATE
-    assert plan.reason.startswith("hubbot.json is unreadable")
+    with pytest.raises(HubError, match=r"hubbot.json is unreadable.*will not overwrite") as err:
+        plan_variant(hub_api, REPO, DIGESTS)
+    assert REPO in str(err.value)
 
 
 @pytest.mark.parametrize(

@@ -39,11 +39,14 @@ domains:
     statistics: {source: calibration, prompts: ["What is a contract?"]}
     selection: {strategy: interleave, with: science}
     examples: ["What is a tort?"]
+card:
+  template: card.md.j2
 """
 
 
 def write(tmp_path: Path, text: str) -> Path:
     shutil.copy(REAL_CONFIG, tmp_path / "base.config.json")
+    shutil.copy(ROOT / "templates" / "model_card.md.j2", tmp_path / "card.md.j2")
     path = tmp_path / "release.yaml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -230,3 +233,29 @@ def test_plan_json_lists_variants_with_computed_parameters(tmp_path: Path) -> No
     by_id = {r["variant"]: r for r in rows}
     assert by_id["law-16"]["total_params"] == 11_355_184_320
     assert by_id["law-16"]["domain"] == "law" and by_id["law-16"]["experts"] == 16
+
+
+def test_unknown_model_type_in_the_base_config(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    config = json.loads((tmp_path / "base.config.json").read_text())
+    (tmp_path / "base.config.json").write_text(json.dumps({**config, "model_type": "gpt_osss"}))
+    code, out = validate(path)
+    assert code == 2
+    assert f":{line_of(GOOD, 'config:')}:11:" in out
+    assert "gpt_osss" in out and "did you mean 'gpt_oss'" in out
+    assert "Traceback" not in out
+
+
+def test_base_config_that_is_not_an_object(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    (tmp_path / "base.config.json").write_text("5")
+    code, out = validate(path)
+    assert code == 2
+    assert "is not a JSON object" in out
+
+
+def test_missing_card_template(tmp_path: Path) -> None:
+    text = GOOD.replace("card.md.j2", "nowhere.md.j2")
+    code, out = validate(write(tmp_path, text))
+    assert code == 2
+    assert f":{line_of(text, 'nowhere')}:13: card template" in out and "does not exist" in out

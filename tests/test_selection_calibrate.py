@@ -19,6 +19,8 @@ from bot.selection.spec import CalibrationStatistics, DatasetTexts
 from bot.selection.statistics import save_statistics
 from bot.selection.strategies import ranking
 
+TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "model_card.md.j2"
+
 FAVOURED = {0: (5, 2), 1: (6, 1)}
 """Layer -> experts the rigged router bias sends every token to (first one the stronger)."""
 TEXTS = ["The sky is blue.", "Water boils at one hundred degrees.", "Hi"]
@@ -127,7 +129,8 @@ def test_a_calibration_domain_selects_and_saves_through_the_manifest(
 ) -> None:
     manifest_path = tmp_path / "release.yaml"
     manifest_path.write_text(
-        f"base: {{path: {rigged}, config: {rigged / 'config.json'}}}\n"
+        f"base: {{repo: tester/rigged, path: {rigged}, config: {rigged / 'config.json'}}}\n"
+        f"card: {{template: {TEMPLATE}}}\n"
         'naming: "tiny-{domain}-{experts}"\n'
         "hub: {namespace: tester}\n"
         "experts: {counts: [2, 3]}\n"

@@ -39,7 +39,8 @@ def _manifest(folder: Path, domains: str) -> Path:
     (folder / "base.config.json").write_text(json.dumps(CONFIG))
     path = folder / "release.yaml"
     path.write_text(
-        "base: {path: base, config: base.config.json}\n"
+        "base: {repo: tester/base, path: base, config: base.config.json}\n"
+        f"card: {{template: {ROOT / 'templates' / 'model_card.md.j2'}}}\n"
         'naming: "tiny-{domain}-{experts}"\n'
         "hub: {namespace: tester}\n"
         "experts: {min: 2, max: 8}\n"

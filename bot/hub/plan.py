@@ -24,7 +24,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
 from bot.hub.remote import RemoteRecord, RemoteState, read_record
-from bot.hub.retry import HubCaller, RetryPolicy
+from bot.hub.retry import HubCaller, HubError, RetryPolicy
 from bot.provenance import FILENAME, Digests
 
 CARD = "README.md"
@@ -88,6 +88,13 @@ def plan_variant(
         remote = read_record(api, repo_id, calls)
     except HfHubHTTPError as exc:
         raise calls.error(f"download {FILENAME}", exc) from None
+    unreadable = remote.problem and remote.problem.startswith(f"{FILENAME} is unreadable")
+    if remote.record is None and unreadable:
+        raise HubError(
+            repo_id,
+            f"{remote.problem}; hubbot will not overwrite a repo whose record it cannot "
+            f"read (fix or delete {FILENAME} there)",
+        )
     return decide(remote, desired)
 
 
