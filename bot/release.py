@@ -28,7 +28,12 @@ from bot.build import (
 )
 from bot.errors import HubbotError
 from bot.hub.plan import Action, Plan, plan_variant
-from bot.hub.publish import PublishResult, publish_folder, regenerate_card
+from bot.hub.publish import (
+    PublishResult,
+    ensure_collections,
+    publish_folder,
+    regenerate_card,
+)
 from bot.manifest import Manifest, Variant
 from bot.provenance import Provenance
 from bot.selection.select import select_experts
@@ -93,7 +98,16 @@ def publish_release(
     with tempfile.TemporaryDirectory(prefix="hubbot-build-", dir=workdir) as scratch:
         for row in plan_release(manifest, api, variant_ids):
             try:
-                if row.action == Action.NO_OP or dry_run:
+                if dry_run:
+                    outcome = Outcome(row.variant, row.action, None)
+                elif row.action == Action.NO_OP:
+                    if manifest.spec.hub.collections:  # a past run may have failed here
+                        ensure_collections(
+                            api,
+                            row.variant.repo_id,
+                            manifest.spec.hub.collections,
+                            private=manifest.spec.hub.visibility == "private",
+                        )
                     outcome = Outcome(row.variant, row.action, None)
                 elif row.action == Action.CARD_ONLY:
                     result = refresh_card(manifest, api, row.variant)

@@ -179,3 +179,22 @@ def test_matrix_lists_only_variants_needing_work(release: Path, hub_api: HfApi) 
     assert {j["action"] for j in jobs} == {"create"}
     assert {j["runner"] for j in jobs} == {"ubuntu-latest"}
     assert all(len(chunk["include"]) == 2 for chunk in chunks)
+
+
+def test_a_failed_collection_step_is_reported_and_repaired_next_time(
+    release: Path, hub_api: HfApi, hub_server: HubServer, tmp_path: Path
+) -> None:
+    manifest = load_manifest(release)
+    (title,) = manifest.spec.hub.collections
+    hub_server.faults.add("collections", status=403, times=1)
+    (outcome,) = publish_release(manifest, hub_api, workdir=tmp_path, variant_ids=["math-4"])
+    assert outcome.error is not None
+    assert "landed" in outcome.error and "next publish" in outcome.error
+    repo_id = manifest.variant("math-4").repo_id
+    assert "hubbot.json" in hub_api.list_repo_files(repo_id)  # the commit itself is whole
+
+    (again,) = publish_release(manifest, hub_api, workdir=tmp_path, variant_ids=["math-4"])
+    assert again.action == Action.NO_OP and again.error is None
+    (collection,) = [c for c in hub_api.list_collections(owner="hubbot-demo") if c.title == title]
+    items = hub_api.get_collection(collection.slug).items
+    assert [item.item_id for item in items] == [repo_id]

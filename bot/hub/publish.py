@@ -26,7 +26,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
 from bot import __version__
-from bot.errors import InputError
+from bot.errors import HubbotError, InputError
 from bot.hub.plan import (
     Action,
     Changes,
@@ -133,10 +133,32 @@ def publish_folder(
 
     try:
         result = _commit(api, repo_id, calls, draft, message=message, plan_only=plan_only)
-        if collections and not plan_only:
-            slugs = _add_to_collections(api, repo_id, list(collections), private, calls)
-            result = _replace(result, calls, collections=slugs)
-        return result
+    except HfHubHTTPError as exc:
+        raise calls.error(calls.doing, exc) from None
+    if collections and not plan_only:
+        try:
+            slugs = ensure_collections(api, repo_id, collections, private=private, policy=policy)
+        except HubbotError as exc:
+            landed = f"commit {result.commit[:12]} landed" if result.commit else "nothing changed"
+            raise HubError(
+                repo_id, f"{landed}, but {exc}; the next publish adds it to its collections"
+            ) from None
+        result = _replace(result, calls, collections=slugs)
+    return result
+
+
+def ensure_collections(
+    api: HfApi,
+    repo_id: str,
+    titles: Collection[str],
+    *,
+    private: bool,
+    policy: RetryPolicy | None = None,
+) -> tuple[str, ...]:
+    """Put `repo_id` in each titled collection of its namespace (one request when it is)."""
+    calls = HubCaller.for_api(api, repo_id, policy)
+    try:
+        return _add_to_collections(api, repo_id, list(titles), private, calls)
     except HfHubHTTPError as exc:
         raise calls.error(calls.doing, exc) from None
 
