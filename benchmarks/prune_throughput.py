@@ -80,8 +80,9 @@ def prepare_base(work: Path, layers: int, kind: str) -> Path:
         write_real_layout(raw, num_layers=layers)
         print(f"wrote the base in {time.perf_counter() - start:.1f} s")
     folder = work / f"{kind}-{layers}"
-    if folder.is_dir():
+    if folder.is_dir() and all((folder / p.name).exists() for p in raw.iterdir()):
         return folder
+    shutil.rmtree(folder, ignore_errors=True)
     blobs = work / "blobs"
     blobs.mkdir(exist_ok=True)
     folder.mkdir()

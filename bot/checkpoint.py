@@ -3,8 +3,9 @@
 Nothing here imports torch. A header is parsed and checked before any data is read. Data
 moves by byte range, so pruning touches only the bytes it keeps: copied file to file by the
 kernel (`os.copy_file_range`, as `cp` does) and hashed from read-only maps of just those
-ranges, or read with `os.preadv` where it must be transformed. Writers know their header up
-front and hash what they write on a background thread.
+ranges, or mapped copy-on-write where it must be transformed. Writers know their header up
+front and hash what they write on a background thread; pooled buffers (`Loaned`) go back
+to their pool once written and hashed.
 
 Example:
     >>> ckpt = open_checkpoint(Path("gpt-oss-20b"))                   # doctest: +SKIP
@@ -27,7 +28,7 @@ import queue
 import re
 import struct
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,17 +212,21 @@ class Sha256Worker:
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
-        self._queue: queue.Queue[Buffer | None] = queue.Queue(maxsize=4)
+        self._queue: queue.Queue[tuple[Buffer, Callable[[], None] | None] | None]
+        self._queue = queue.Queue(maxsize=4)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
+            chunk, done = item
             self._hash.update(chunk)
+            if done is not None:
+                done()
 
-    def update(self, chunk: Buffer) -> None:
-        """Queue a chunk; the caller must not change it afterwards."""
-        self._queue.put(chunk)
+    def update(self, chunk: Buffer, done: Callable[[], None] | None = None) -> None:
+        """Queue a chunk; the caller must not change it until `done` (if given) is called."""
+        self._queue.put((chunk, done))
 
     def hexdigest(self) -> str:
         """Wait for every queued chunk and return the digest."""
@@ -244,8 +249,47 @@ class FileSlice:
         return len(self.view)
 
 
-Chunk = Buffer | FileSlice
-"""What a writer takes: bytes in memory, or a slice of a source file."""
+class BufferPool:
+    """Reusable byte buffers, so a stream of chunks does not fault in fresh pages for each.
+
+    `take` never waits: with no free buffer large enough it allocates one; `give_back`
+    keeps at most `keep` buffers and drops the rest.
+    """
+
+    def __init__(self, keep: int = 8) -> None:
+        self._keep = keep
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> bytearray:
+        """A buffer of at least `nbytes` bytes (not zeroed when reused)."""
+        with self._lock:
+            while self._free:
+                buffer = self._free.pop()
+                if len(buffer) >= nbytes:
+                    return buffer
+        return bytearray(nbytes)
+
+    def give_back(self, buffer: bytearray) -> None:
+        with self._lock:
+            if len(self._free) < self._keep:
+                self._free.append(buffer)
+
+
+@dataclass(frozen=True)
+class Loaned:
+    """Bytes in a pooled buffer: the writer calls `release` once they are written and hashed,
+    and the producer must not touch `view` after handing it over."""
+
+    view: memoryview
+    release: Callable[[], None]
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+
+Chunk = Buffer | FileSlice | Loaned
+"""What a writer takes: bytes in memory (maybe loaned), or a slice of a source file."""
 
 
 class SourceReader:
@@ -282,17 +326,25 @@ class SourceReader:
         self._account(path, offset, view)
         return FileSlice(self._fds[path], offset, view)
 
+    def mapped(self, path: Path, offset: int, length: int) -> memoryview:
+        """`length` bytes of `path` from `offset`, mapped copy-on-write: not copied, writable
+        (as torch wants a buffer to be), and never written back. Do not change them."""
+        self._check(path, offset, length)
+        view = self._map(path, offset, length, access=mmap.ACCESS_COPY)
+        self._account(path, offset, view)
+        return view
+
     def _check(self, path: Path, offset: int, length: int) -> None:
         if offset + length > self._sizes[path]:
             raise InputError(f"{path}: truncated: cannot read {length} bytes at {offset}")
 
-    def _map(self, path: Path, offset: int, length: int) -> memoryview:
+    def _map(
+        self, path: Path, offset: int, length: int, access: int = mmap.ACCESS_READ
+    ) -> memoryview:
         if length == 0:
-            return memoryview(b"")
+            return memoryview(bytearray() if access == mmap.ACCESS_COPY else b"")
         start = offset - offset % mmap.ALLOCATIONGRANULARITY
-        mapped = mmap.mmap(
-            self._fds[path], offset + length - start, access=mmap.ACCESS_READ, offset=start
-        )
+        mapped = mmap.mmap(self._fds[path], offset + length - start, access=access, offset=start)
         return memoryview(mapped)[offset - start :]
 
     def _account(self, path: Path, offset: int, data: memoryview) -> None:
@@ -420,6 +472,11 @@ class ShardWriter:
         if isinstance(data, FileSlice):
             self._hash.update(data.view)
             self._copy(data)
+        elif isinstance(data, Loaned):
+            view = data.view
+            while view:
+                view = view[os.write(self._fd, view) :]
+            self._hash.update(data.view, data.release)  # hashed while the next one is written
         else:
             self._hash.update(data)
             view = memoryview(data)

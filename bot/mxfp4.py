@@ -20,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from bot.errors import InputError
@@ -120,6 +122,81 @@ def dequantize_mxfp4(
             values, exponents[start : start + _ROWS_PER_CHUNK]
         )
     return out.reshape(*scales.shape[:-1], -1)
+
+
+@functools.cache
+def _pair_table() -> torch.Tensor:
+    """``scale byte << 8 | packed byte`` -> the byte's two BF16 values (low nibble in the low
+    half), as one int32, computed by `dequantize_mxfp4` itself: 256 KiB, cache-resident."""
+    codes = torch.arange(256, dtype=torch.uint8)
+    blocks = torch.zeros(256 * 256, 1, BLOCK_SIZE // 2, dtype=torch.uint8)
+    blocks[:, 0, 0] = codes.repeat(256)
+    scales = codes.repeat_interleave(256).view(-1, 1)
+    pairs = dequantize_mxfp4(blocks, scales, torch.bfloat16)[:, :2].contiguous()
+    return pairs.view(torch.int32).view(-1)
+
+
+class TransposedDecoder:
+    """``dequantize_mxfp4(blocks, scales).T`` in BF16, bit for bit, several times faster.
+
+    For one expert's run of packed rows, ``blocks [rows, g, 16]`` and ``scales [rows, g]``,
+    `decode` gives ``[32g, rows]``: rows of the fused weight as transformers holds it
+    (`unpack_expert_weight`). Dequantization is elementwise, so one gather per packed byte
+    from `_pair_table` gives the same bits as the arithmetic, extreme scales (NaN, inf,
+    subnormals) included. The packed bytes are transposed first (4x less data than the
+    output), so the gather writes whole output rows; scratch buffers are kept between calls
+    so that no pass pays for fresh pages. Not thread-safe: one decoder per thread.
+    """
+
+    def __init__(self) -> None:
+        self._scratch: dict[str, torch.Tensor] = {}
+
+    def _buffer(self, name: str, count: int, dtype: torch.dtype) -> torch.Tensor:
+        buffer = self._scratch.get(name)
+        if buffer is None or buffer.numel() < count:
+            buffer = self._scratch[name] = torch.empty(count, dtype=dtype)
+        return buffer[:count]
+
+    def decode(
+        self, blocks: torch.Tensor, scales: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """BF16 ``[32g, rows]`` (into `out`, any tensor of that many BF16 values, if given)."""
+        if blocks.dtype != torch.uint8 or scales.dtype != torch.uint8:
+            raise InputError(
+                f"TransposedDecoder: blocks and scales must be uint8, got {blocks.dtype} and "
+                f"{scales.dtype}"
+            )
+        if (
+            blocks.ndim != 3
+            or blocks.shape[2] != BLOCK_SIZE // 2
+            or blocks.shape[:2] != scales.shape
+        ):
+            raise InputError(
+                f"TransposedDecoder: expected blocks [rows, g, 16] and scales [rows, g], got "
+                f"{list(blocks.shape)} and {list(scales.shape)}"
+            )
+        rows, groups, width = blocks.shape
+        lines = groups * width  # packed bytes per row = output rows / 2
+        if out is None:
+            out = torch.empty(2 * lines, rows, dtype=torch.bfloat16)
+        elif out.dtype != torch.bfloat16 or out.numel() != 2 * lines * rows:
+            raise InputError(
+                f"TransposedDecoder: out must hold {2 * lines * rows} BF16 values, got "
+                f"{out.numel()} {out.dtype}"
+            )
+        packed = self._buffer("packed", lines * rows, torch.uint8).view(groups, width, rows)
+        packed.copy_(blocks.permute(1, 2, 0))
+        shifted = self._buffer("shifted", groups * rows, torch.int32).view(groups, 1, rows)
+        shifted.copy_(scales.t().unsqueeze(1))
+        shifted.bitwise_left_shift_(8)
+        index = self._buffer("index", lines * rows, torch.int32)
+        torch.bitwise_or(shifted, packed, out=index.view(groups, width, rows))
+        pairs = self._buffer("pairs", lines * rows, torch.int32)
+        torch.index_select(_pair_table(), 0, index, out=pairs)
+        # pairs [line, row, 2] -> out [line, 2, row]: each byte's low value, then its high one
+        values = out.view(torch.int16).view(lines, 2, rows)
+        values.copy_(pairs.view(torch.int16).view(lines, rows, 2).transpose(1, 2))
+        return out.view(2 * lines, rows)
 
 
 def pack_expert_weight(fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

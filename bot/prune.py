@@ -35,8 +35,10 @@ from bot import __version__
 from bot.checkpoint import (
     CHUNK_BYTES,
     INDEX_FILE,
+    BufferPool,
     Checkpoint,
     Chunk,
+    Loaned,
     OutTensor,
     ShardWriter,
     SourceReader,
@@ -55,7 +57,7 @@ from bot.provenance import FILENAME, BaseRef, Provenance, SelectionRecord, write
 from bot.verify import check_structure, expected_tensors, read_config
 
 if TYPE_CHECKING:
-    import torch
+    from bot.mxfp4 import TransposedDecoder
 
 OutputDtype = Literal["source", "bf16"]
 
@@ -463,6 +465,7 @@ def _write_shards(
     known = {path: known_sha256(path) for path in ckpt.shards}
     reader = SourceReader(ckpt.shards, [path for path, sha in known.items() if sha is None])
     by_name = {job.out.name: job for job in jobs}
+    decoding = _Decoding()
     planned = plan_shards([job.out for job in jobs], max_shard_bytes)
     shards = [(shard_file_name(i, len(planned)), tensors) for i, tensors in enumerate(planned)]
     try:
@@ -470,7 +473,7 @@ def _write_shards(
             writer = ShardWriter(out / name, tensors)
             try:
                 for tensor in tensors:
-                    chunks = prefetched(_chunks(by_name[tensor.name], reader))
+                    chunks = prefetched(_chunks(by_name[tensor.name], reader, decoding))
                     writer.write_tensor(tensor.name, chunks)
             except BaseException:
                 writer.abort()
@@ -487,67 +490,63 @@ def _write_shards(
     return shards
 
 
-def _chunks(job: _Job, reader: SourceReader) -> Iterator[Chunk]:
+@dataclass
+class _Decoding:
+    """State kept from one dequantized tensor to the next (used by one thread at a time)."""
+
+    pool: BufferPool = field(default_factory=BufferPool)
+    decoder: TransposedDecoder | None = None  # made on first use: torch loads only then
+
+
+def _chunks(job: _Job, reader: SourceReader, decoding: _Decoding) -> Iterator[Chunk]:
     """The bytes of one output tensor, at most `CHUNK_BYTES` (or one expert) at a time."""
     for r in job.ranges:
         for offset in range(0, r.length, CHUNK_BYTES):
             yield reader.slice(r.file, r.start + offset, min(CHUNK_BYTES, r.length - offset))
     if job.packed:
-        yield from _dequantized(job, reader)
+        yield from _dequantized(job, reader, decoding)
 
 
-def _dequantized(job: _Job, reader: SourceReader) -> Iterator[memoryview]:
+def _dequantized(job: _Job, reader: SourceReader, decoding: _Decoding) -> Iterator[Loaned]:
     """Dequantized kept experts, about `CHUNK_BYTES` at a time, in the fused layout.
 
-    Packed bytes are read first, in file order. Each chunk is a run of 32-value groups of
-    the packed input axis, which is a run of rows of the transposed BF16 weight.
+    Packed bytes are mapped (not copied), in file order. Each chunk is a run of 32-value
+    groups of the packed input axis, which is a run of rows of the transposed BF16 weight,
+    decoded by `TransposedDecoder` into a pooled buffer that the writer gives back once it
+    has written and hashed it. Torch runs single-threaded here: the other core writes and
+    hashes, and idle OpenMP workers would only spin.
     """
     import torch
 
-    table = _mxfp4_table()
+    from bot.mxfp4 import TransposedDecoder
+
+    if decoding.decoder is None:
+        decoding.decoder = TransposedDecoder()
     ranges = sorted({r for pair in job.packed for r in pair}, key=lambda r: (r.file, r.start))
-    data = {r: reader.read(r.file, r.start, r.length) for r in ranges}
+    data = {r: reader.mapped(r.file, r.start, r.length) for r in ranges}
     rows, groups, width = job.block_shape
     step = max(1, CHUNK_BYTES // (rows * 2 * width * 2))  # groups per chunk
-    index_buffer = torch.empty(rows * min(step, groups) * width, dtype=torch.int32)
-    pairs_buffer = torch.empty_like(index_buffer)
-    for blocks_range, scales_range in job.packed:
-        blocks = torch.frombuffer(data.pop(blocks_range), dtype=torch.uint8)
-        scales = torch.frombuffer(data.pop(scales_range), dtype=torch.uint8)
-        blocks = blocks.view(rows, groups, width)
-        shifted = scales.view(rows, groups, 1).to(torch.int32) << 8
-        for first in range(0, groups, step):
-            count = min(step, groups - first)
-            index = index_buffer[: rows * count * width]
-            pairs = pairs_buffer[: rows * count * width]
-            torch.bitwise_or(
-                shifted[:, first : first + count],
-                blocks[:, first : first + count],
-                out=index.view(rows, count, width),
-            )
-            torch.index_select(table, 0, index, out=pairs)  # two BF16 values per packed byte
-            weight = torch.empty(count * width * 2, rows, dtype=torch.bfloat16)
-            weight.copy_(pairs.view(torch.bfloat16).view(rows, -1).t())
-            yield memoryview(weight.view(torch.uint8).view(-1).numpy())
-
-
-@functools.cache
-def _mxfp4_table() -> torch.Tensor:
-    """Every (scale byte, packed byte) -> its two BF16 values as one int32, by `dequantize_mxfp4`.
-
-    Dequantization is elementwise, so looking values up here gives the same bits as
-    `unpack_expert_weight`, several times faster.
-    """
-    import torch
-
-    from bot.mxfp4 import dequantize_mxfp4
-
-    codes = torch.arange(256, dtype=torch.uint8)
-    blocks = torch.zeros(256 * 256, 1, 16, dtype=torch.uint8)
-    blocks[:, 0, 0] = codes.repeat(256)
-    scales = codes.repeat_interleave(256).view(-1, 1)
-    values = dequantize_mxfp4(blocks, scales, torch.bfloat16)[:, :2].contiguous()
-    return values.view(torch.int32).view(-1)
+    pool, decoder = decoding.pool, decoding.decoder
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for blocks_range, scales_range in job.packed:
+            blocks = torch.frombuffer(data.pop(blocks_range), dtype=torch.uint8)
+            scales = torch.frombuffer(data.pop(scales_range), dtype=torch.uint8)
+            blocks = blocks.view(rows, groups, width)
+            scales = scales.view(rows, groups)
+            for first in range(0, groups, step):
+                count = min(step, groups - first)
+                nbytes = rows * count * width * 2 * 2
+                buffer = pool.take(nbytes)
+                view = memoryview(buffer)[:nbytes]
+                out = torch.frombuffer(view, dtype=torch.bfloat16)
+                decoder.decode(
+                    blocks[:, first : first + count], scales[:, first : first + count], out
+                )
+                yield Loaned(view, functools.partial(pool.give_back, buffer))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _other_files(src: Path) -> list[Path]:

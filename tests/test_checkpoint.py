@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import itertools
 import json
@@ -17,6 +18,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from bot.checkpoint import (
+    BufferPool,
+    Loaned,
     OutTensor,
     ShardWriter,
     SourceReader,
@@ -258,3 +261,21 @@ def test_prefetched_passes_chunks_errors_and_early_stops_through() -> None:
     endless = prefetched(itertools.repeat(b"x"))
     assert next(endless) == b"x"
     endless.close()  # the reading thread stops instead of blocking forever
+
+
+def test_loaned_chunks_are_written_hashed_and_given_back(tmp_path: Path) -> None:
+    pool = BufferPool(keep=1)
+    planned = [OutTensor("x", "U8", (6,))]
+    writer = ShardWriter(tmp_path / "a.safetensors", planned)
+    chunks = []
+    for piece in (b"abc", b"def"):
+        buffer = pool.take(len(piece))
+        buffer[:] = piece
+        chunks.append(Loaned(memoryview(buffer), functools.partial(pool.give_back, buffer)))
+    writer.write_tensor("x", chunks)
+    digest = writer.close()  # waits for the hashing, which gives the buffers back
+    data = (tmp_path / "a.safetensors").read_bytes()
+    assert data.endswith(b"abcdef") and digest == hashlib.sha256(data).hexdigest()
+    reused = pool.take(2)
+    assert bytes(reused) in (b"abc", b"def")  # kept one, not zeroed
+    assert len(pool.take(100)) == 100  # none free: a new one

@@ -14,6 +14,7 @@ from bot.errors import InputError
 from bot.fixtures import TinySpec, write_tiny_model
 from bot.mxfp4 import (
     FP4_E2M1_VALUES,
+    TransposedDecoder,
     dequantize_mxfp4,
     pack_expert_weight,
     quantize_mxfp4,
@@ -144,3 +145,25 @@ def test_transformers_loads_mxfp4_fixture_as_unpack_expert_weight(tmp_path: Path
         loaded = getattr(experts, proj).detach()
         expected = unpack_expert_weight(packed["_blocks"], packed["_scales"], loaded.dtype)
         assert torch.equal(loaded, expected), proj
+
+
+def test_transposed_decoder_equals_dequantize_bit_for_bit() -> None:
+    gen = torch.Generator().manual_seed(6)
+    blocks = torch.randint(0, 256, (300, 7, 16), dtype=torch.uint8, generator=gen)
+    scales = torch.randint(0, 256, (300, 7), dtype=torch.uint8, generator=gen)
+    scales[:, :4] = torch.tensor([0, 1, 254, 255], dtype=torch.uint8)  # subnormal, inf, NaN
+    expected = dequantize_mxfp4(blocks, scales, torch.bfloat16).t().contiguous()
+    decoder = TransposedDecoder()
+    for _ in range(2):  # the second call reuses the scratch buffers
+        ours = decoder.decode(blocks, scales)
+        assert ours.shape == (7 * 32, 300) and ours.dtype == torch.bfloat16
+        assert torch.equal(ours.view(torch.int16), expected.view(torch.int16))
+    out = torch.empty(7 * 32 * 300, dtype=torch.bfloat16)
+    decoder.decode(blocks[:, 2:5], scales[:, 2:5], out[: 3 * 32 * 300])
+    assert torch.equal(
+        out[: 3 * 32 * 300].view(torch.int16).view(96, 300),
+        expected[64:160].view(torch.int16),
+    )
+    assert bool(expected.isnan().any()) and bool(expected.isinf().any())
+    with pytest.raises(InputError, match="must hold"):
+        decoder.decode(blocks, scales, torch.empty(5, dtype=torch.bfloat16))
