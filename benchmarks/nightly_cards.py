@@ -41,61 +41,18 @@ def _release_copy(folder: Path) -> Path:
 
 def _record(manifest, variant):  # type: ignore[no-untyped-def]
     from bot.build import WEIGHTS_FORMAT, desired_digests, release_info
-    from bot.provenance import (
-        BaseRef,
-        ExampleRecord,
-        ExampleRun,
-        ModelStats,
-        Provenance,
-        VariantRef,
-    )
+    from bot.fixtures.records import example_run, harmony_example, variant_stats
+    from bot.provenance import BaseRef, Provenance, VariantRef
     from bot.selection.select import select_experts
-    from bot.stats import parameter_counts
 
-    config = manifest.base_config
-    counts = parameter_counts(config)
     selection = select_experts(manifest, variant)
-    stats = ModelStats(
-        total_params=variant.total_params,
-        active_params=counts.total_for(counts.top_k),
-        params_per_expert=counts.per_expert // config["num_hidden_layers"],
-        expert_params_kept_share=variant.experts / counts.experts,
-        size_bytes=variant.total_params * 2,
-        layers=config["num_hidden_layers"],
-        experts_before=counts.experts,
-        experts_after=variant.experts,
-        top_k=counts.top_k,
-        context_length=config["max_position_embeddings"],
-        query_heads=config["num_attention_heads"],
-        kv_heads=config["num_key_value_heads"],
-        hidden_size=config["hidden_size"],
-        attention_pattern="alternating sliding-window (128 tokens) and full attention",
-        positional_encoding="RoPE (YaRN, factor 32)",
-        norm="RMSNorm",
-        storage_format="BF16",
-    )
     prompts = manifest.domain(variant.domain).examples
-    text = "<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>final"
-    run = ExampleRun(
-        device="cuda",
-        dtype="bfloat16",
-        settings=manifest.spec.generation.model_dump(mode="json"),
-        versions={"hubbot": "bench", "torch": "2.13.0", "transformers": "5.24.0"},
-        wall_seconds=1.0,
-        examples=[
-            ExampleRecord(
-                prompt=p,
-                completion=f"{text}<|message|>Answer {i} for {variant.id}.<|return|>",
-                analysis="Think.",
-                final=f"Answer {i} for {variant.id}.",
-                finished=True,
-                prompt_tokens=40,
-                completion_tokens=20,
-                tokens_per_second=50.0,
-            )
-            for i, p in enumerate(prompts)
-        ],
-    )
+    examples = [
+        harmony_example(p, f"Answer {i} for {variant.id}.", analysis="Think.")
+        for i, p in enumerate(prompts)
+    ]
+    settings = manifest.spec.generation.model_dump(mode="json")
+    run = example_run(examples, settings=settings, wall_seconds=1.0)
     return Provenance(
         tool_version=f"bench-{WEIGHTS_FORMAT}",
         variant=VariantRef(
@@ -106,7 +63,7 @@ def _record(manifest, variant):  # type: ignore[no-untyped-def]
         base=BaseRef(repo="openai/gpt-oss-20b", revision=manifest.spec.base.revision),
         output_format="bf16",
         selection=selection,
-        stats=stats,
+        stats=variant_stats(manifest.base_config, variant.experts),
         examples=run,
         release=release_info(manifest, variant),
     )

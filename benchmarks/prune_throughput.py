@@ -6,18 +6,24 @@ Each prune runs in a child process; per output format it prints the median over 
 
 - prune wall time (the `prune_checkpoint` call: reading, writing, hashing, verification),
 - `cp -r` of the same output folder, timed in the same run, and the ratio of the two,
+- both again up to the end of the `sync` that follows them: either may return with GBs
+  still to write back, and this counts them,
 - peak RSS of the child (`ru_maxrss` from `wait4`),
 - bytes read / bytes written, and how long sha256 of the output alone takes here.
 
-The base is laid out like a Hugging Face cache snapshot (`blobs/<sha256>` + links), as
-`snapshot_download` leaves it, so base hashes come from the blob names; `--base plain` uses
-hard links with the real names instead, so the pruner must hash the base as it reads.
-Page cache cannot be dropped here: runs after the first are warm wherever memory allows.
-Dirty pages are synced (untimed) before each timed step.
+Both timed steps start from the same page-cache state, set with `posix_fadvise` (no root
+needed): dirty pages are synced and every file of the work folder is evicted, so neither
+step pays to reclaim the other's pages. With `--cache cold` each step then reads its input
+from disk; with `--cache warm` its input is read into the cache first (for the prune, just
+the byte ranges it reads: every tensor but the dropped experts). Warm runs measure CPU
+cost; cold ones measure what a fresh download costs. The base is laid out like a Hugging
+Face cache snapshot (`blobs/<sha256>` + links), as `snapshot_download` leaves it, so base
+hashes come from the blob names; `--base plain` uses hard links with the real names
+instead, so the pruner must hash the base as it reads.
 
 Usage:
     python benchmarks/prune_throughput.py [--layers 24] [--runs 3] [--dtype mxfp4 bf16]
-        [--base cache] [--workdir DIR]
+        [--cache cold warm] [--base cache] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -27,17 +33,21 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from bot.checkpoint import open_checkpoint
 from bot.fixtures import real_layout_bytes, write_real_layout
 
 EXPERTS, KEPT = 32, 16
+EXPERT_TENSOR = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.")
 CHILD = """
 import json, sys, time
 from pathlib import Path
@@ -46,7 +56,9 @@ src, dst, dtype, keep = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.ar
 start = time.perf_counter()
 pruned = prune_checkpoint(Path(src), Path(dst), {int(k): v for k, v in keep.items()}, dtype=dtype)
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "read": pruned.bytes_read, "written": pruned.bytes_written}))
+disk = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+print(json.dumps({"seconds": seconds, "read": pruned.bytes_read, "written": pruned.bytes_written,
+                  "disk_read": int(disk["read_bytes"])}))
 """
 
 
@@ -55,6 +67,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=24)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dtype", nargs="+", choices=["mxfp4", "bf16"], default=["mxfp4", "bf16"])
+    parser.add_argument("--cache", nargs="+", choices=["cold", "warm"], default=["cold", "warm"])
     parser.add_argument("--base", choices=["cache", "plain"], default="cache")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
@@ -67,7 +80,8 @@ def main() -> None:
     print(f"base: {args.layers} layers, {real_layout_bytes(args.layers):,} tensor bytes, {base}")
     print(f"keep: {KEPT} of {EXPERTS} experts per layer; runs: {args.runs}; cpus: {os.cpu_count()}")
     for out_format in args.dtype:
-        measure(work, base, keep, out_format, args.runs)
+        for cache in args.cache:
+            measure(work, base, keep, out_format, cache, args.runs)
     if args.workdir is None:
         shutil.rmtree(work)
 
@@ -98,22 +112,26 @@ def prepare_base(work: Path, layers: int, kind: str) -> Path:
     return folder
 
 
-def measure(work: Path, base: Path, keep: dict[int, list[int]], out_format: str, runs: int) -> None:
+def measure(
+    work: Path, base: Path, keep: dict[int, list[int]], out_format: str, cache: str, runs: int
+) -> None:
     dtype = "source" if out_format == "mxfp4" else "bf16"
     out, copy = work / f"out-{out_format}", work / f"copy-{out_format}"
-    prune_s, cp_s, rss, counts = [], [], [], {}
+    prune_s, cp_s, prune_sync, cp_sync, rss, disk_read, counts = [], [], [], [], [], [], {}
     for _ in range(runs):
         shutil.rmtree(out, ignore_errors=True)
-        os.sync()  # each timed step starts with no dirty pages of the one before
+        settle(work, read_ranges(base, keep) if cache == "warm" else [])
         seconds, peak, counts = run_child(base, out, dtype, keep)
         prune_s.append(seconds)
+        prune_sync.append(seconds + timed(os.sync))
         rss.append(peak)
+        disk_read.append(counts["disk_read"])
         shutil.rmtree(copy, ignore_errors=True)
-        os.sync()
-        start = time.perf_counter()
-        subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
-        cp_s.append(time.perf_counter() - start)
+        settle(work, whole_files(out) if cache == "warm" else [])
+        cp_s.append(timed(lambda: subprocess.run(["cp", "-r", str(out), str(copy)], check=True)))
+        cp_sync.append(cp_s[-1] + timed(os.sync))
         shutil.rmtree(copy)
+    settle(work, whole_files(out))
     start = time.perf_counter()
     for path in sorted(out.iterdir()):
         sha256_of(path)
@@ -121,14 +139,62 @@ def measure(work: Path, base: Path, keep: dict[int, list[int]], out_format: str,
     shutil.rmtree(out)
 
     prune_m, cp_m = statistics.median(prune_s), statistics.median(cp_s)
-    print(f"\n{out_format} out ({counts['written']:,} bytes written)")
+    ratios = [a / b for a, b in zip(prune_s, cp_s, strict=True)]
+    print(f"\n{out_format} out, {cache} cache ({counts['written']:,} bytes written)")
     print(f"  prune wall   median {prune_m:7.2f} s   runs {fmt(prune_s)}")
     print(f"  cp -r        median {cp_m:7.2f} s   runs {fmt(cp_s)}")
-    print(f"  ratio        {prune_m / cp_m:.2f}  (goal <= 1.25)")
-    print(f"  sha256 only  {hash_s:7.2f} s   (one thread, of the output files)")
+    print(f"  ratio        {prune_m / cp_m:.2f}  (goal <= 1.25; per run {fmt(ratios)})")
+    synced = statistics.median(prune_sync) / statistics.median(cp_sync)
+    print(f"  + sync       prune {fmt(prune_sync)} s, cp {fmt(cp_sync)} s; ratio {synced:.2f}")
+    print(f"  sha256 only  {hash_s:7.2f} s   (one thread, output files from the page cache)")
     print(f"  peak RSS     {max(rss) / 2**20:7.0f} MiB  runs {fmt([r / 2**20 for r in rss], 0)}")
     print(f"  read/written {counts['read'] / counts['written']:.3f}  ({counts['read']:,} read)")
+    disk = statistics.median(disk_read) / counts["written"]
+    print(f"  disk reads   {disk:.3f} of bytes written (the kernel's count: readahead included)")
     print(f"  load average {os.getloadavg()[0]:.1f} (1 min; {os.cpu_count()} cpus)")
+
+
+Range = tuple[Path, int, int]
+
+
+def settle(work: Path, warm: list[Range]) -> None:
+    """Sync, evict every file under `work` from the page cache, then read `warm` into it."""
+    os.sync()
+    for path in work.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+    buffer = memoryview(bytearray(16 << 20))
+    for path, start, end in warm:
+        with open(path, "rb") as f:
+            while start < end:
+                start += os.preadv(f.fileno(), [buffer[: end - start]], start) or end - start
+
+
+def whole_files(folder: Path) -> list[Range]:
+    return [(p, 0, p.stat().st_size) for p in sorted(folder.iterdir()) if p.is_file()]
+
+
+def read_ranges(base: Path, keep: dict[int, list[int]]) -> list[Range]:
+    """What pruning `base` to `keep` reads: headers, and every tensor but dropped experts."""
+    ckpt = open_checkpoint(base)
+    ranges = [
+        (shard, 0, min(t.start for t in ckpt.tensors.values() if t.file == shard))
+        for shard in ckpt.shards
+    ]
+    for name, t in sorted(ckpt.tensors.items(), key=lambda item: (item[1].file, item[1].start)):
+        layer = EXPERT_TENSOR.match(name)
+        if layer is None:
+            ranges.append((t.file, t.start, t.end))
+            continue
+        row = t.nbytes // t.shape[0]
+        ranges += [
+            (t.file, t.start + e * row, t.start + (e + 1) * row) for e in keep[int(layer[1])]
+        ]
+    return ranges
 
 
 def run_child(
@@ -145,6 +211,12 @@ def run_child(
         stdout.seek(0)
         result = json.loads(stdout.read().strip().splitlines()[-1])
     return result["seconds"], usage.ru_maxrss * 1024, result
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
 
 
 def sha256_of(path: Path) -> str:

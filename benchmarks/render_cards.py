@@ -15,7 +15,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import tempfile
@@ -24,24 +23,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot.card import render_card, write_card
-from bot.manifest import format_params_b
-from bot.provenance import (
-    BaseRef,
-    DomainInfo,
-    ExampleRecord,
-    ExampleRun,
-    ModelStats,
-    Provenance,
-    ReleaseInfo,
-    RoutingCoverage,
-    SelectionRecord,
-    VariantRef,
+from bot.fixtures.records import (
+    example_run,
+    harmony_example,
+    reference_config,
+    seed_release,
+    variant_stats,
 )
-from bot.stats import parameter_counts
+from bot.manifest import format_params_b
+from bot.provenance import BaseRef, Provenance, RoutingCoverage, SelectionRecord, VariantRef
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "templates" / "model_card.md.j2"
-CONFIG = ROOT / "manifests" / "gpt-oss-20b.config.json"
 DOMAINS = {
     "all": "General",
     "science": "Science",
@@ -68,39 +61,27 @@ def _text(rng: random.Random, words: int) -> str:
 
 def make_records() -> list[Provenance]:
     """232 records: every domain at every expert count from 4 to 32."""
-    config = json.loads(CONFIG.read_text())
-    counts = parameter_counts(config)
-    per_layer = counts.per_expert // 24
+    config = reference_config()
     records = []
     for domain, title in DOMAINS.items():
         for experts in range(4, 33):
             rng = random.Random(f"{domain}-{experts}")
-            total = counts.total_for(experts)
+            stats = variant_stats(config, experts)
             name = (
-                f"gpt-oss-{format_params_b(total)}b-specialized-{domain}"
+                f"gpt-oss-{format_params_b(stats.total_params)}b-specialized-{domain}"
                 f"-pruned-moe-only-{experts}-experts"
             )
             kept = {str(layer): sorted(rng.sample(range(32), experts)) for layer in range(24)}
             coverage = [min(1.0, experts / 32 + rng.random() * 0.3) for _ in range(24)]
-            examples = []
-            for i in range(3):
-                analysis, final = _text(rng, 120), _text(rng, 180)
-                finished = i != 2
-                completion = f"<|channel|>analysis<|message|>{analysis}<|end|><|start|>assistant"
-                completion += f"<|channel|>final<|message|>{final}"
-                completion += "<|return|>" if finished else ""
-                examples.append(
-                    ExampleRecord(
-                        prompt=f"Question {i + 1} about {title.lower()}: {_text(rng, 15)}?",
-                        completion=completion,
-                        analysis=analysis,
-                        final=final,
-                        finished=finished,
-                        prompt_tokens=90 + i,
-                        completion_tokens=400 if finished else 512,
-                        tokens_per_second=25 + rng.random() * 10,
-                    )
+            examples = [
+                harmony_example(
+                    f"Question {i + 1} about {title.lower()}: {_text(rng, 15)}?",
+                    _text(rng, 180),
+                    analysis=_text(rng, 120),
+                    finished=i != 2,
                 )
+                for i in range(3)
+            ]
             records.append(
                 Provenance(
                     tool_version="0.1.0",
@@ -126,59 +107,10 @@ def make_records() -> list[Provenance]:
                             per_layer=coverage, mean=statistics.fmean(coverage)
                         ),
                     ),
-                    stats=ModelStats(
-                        total_params=total,
-                        active_params=3_606_371_232,
-                        params_per_expert=per_layer,
-                        expert_params_kept_share=experts / 32,
-                        size_bytes=2 * total + 100_000,
-                        layers=24,
-                        experts_before=32,
-                        experts_after=experts,
-                        top_k=4,
-                        context_length=131072,
-                        query_heads=64,
-                        kv_heads=8,
-                        hidden_size=2880,
-                        attention_pattern=(
-                            "alternating sliding-window (128 tokens) and full attention"
-                        ),
-                        positional_encoding="RoPE (YaRN, factor 32)",
-                        norm="RMSNorm",
-                        storage_format="BF16",
-                    ),
-                    examples=ExampleRun(
-                        device="cuda",
-                        dtype="bfloat16",
-                        settings={
-                            "max_new_tokens": 512,
-                            "reasoning_effort": "medium",
-                            "sampling": "greedy",
-                            "seed": 0,
-                            "temperature": 1.0,
-                            "top_p": 1.0,
-                        },
-                        versions={"hubbot": "0.1.0", "torch": "2.13.0", "transformers": "5.24.0"},
-                        wall_seconds=20 + rng.random(),
-                        examples=examples,
-                    ),
-                    release=ReleaseInfo(
-                        base_model="openai/gpt-oss-20b",
-                        domain=DomainInfo(
-                            id=domain,
-                            title=title,
-                            description=f"experts most active on {title.lower()} benchmarks",
-                        ),
-                        license="apache-2.0",
-                        language=["en"],
-                        tags=["mixture-of-experts", "moe", "expert-pruning", "gpt-oss"],
-                        datasets=["AmanPriyanshu/GPT-OSS-20B-MoE-expert-activations"],
-                        statistics_credit="Router statistics from the GPT-OSS MoE Expert "
-                        "Fingerprinting study (Priyanshu and Vijay, 2025).",
-                        citation="@misc{priyanshu2025gptoss,\n  title={GPT-OSS MoE Expert "
-                        "Fingerprinting},\n  year={2025}\n}",
-                        manifest="manifests/gpt-oss-20b.yaml",
-                        generation={"max_new_tokens": 512, "reasoning_effort": "medium"},
+                    stats=stats,
+                    examples=example_run(examples, wall_seconds=20 + rng.random()),
+                    release=seed_release(
+                        domain, title, f"experts most active on {title.lower()} benchmarks"
                     ),
                 )
             )

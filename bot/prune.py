@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 
 OutputDtype = Literal["source", "bf16"]
 
+LOOKAHEAD_BYTES = 64 * 1024 * 1024
+"""How far ahead of the writer input is asked of the disk (page cache, not process memory)."""
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack")
 _NOT_COPIED = {"config.json", "README.md", FILENAME}
 _PROVENANCE_KEYS = {"repo", "revision", "selection", "variant", "manifest_digest"}
@@ -468,11 +470,13 @@ def _write_shards(
     decoding = _Decoding()
     planned = plan_shards([job.out for job in jobs], max_shard_bytes)
     shards = [(shard_file_name(i, len(planned)), tensors) for i, tensors in enumerate(planned)]
+    lookahead = _Lookahead(reader, [by_name[t.name] for _, tensors in shards for t in tensors])
     try:
         for name, tensors in shards:
             writer = ShardWriter(out / name, tensors)
             try:
                 for tensor in tensors:
+                    lookahead.advance()
                     chunks = prefetched(_chunks(by_name[tensor.name], reader, decoding))
                     writer.write_tensor(tensor.name, chunks)
             except BaseException:
@@ -488,6 +492,29 @@ def _write_shards(
     )
     tally.bytes_read += reader.bytes_read + ckpt.header_bytes
     return shards
+
+
+class _Lookahead:
+    """Asks the disk for the input of the jobs after the current one, `LOOKAHEAD_BYTES` ahead
+    of the writer, so reads overlap writing and hashing even from a cold cache."""
+
+    def __init__(self, reader: SourceReader, jobs: list[_Job]) -> None:
+        self._reader = reader
+        self._ranges = [job.ranges or tuple(r for pair in job.packed for r in pair) for job in jobs]
+        self._sizes = [sum(r.length for r in ranges) for ranges in self._ranges]
+        self._current = -1
+        self._asked = 0  # jobs [0, _asked) have been asked for
+
+    def advance(self) -> None:
+        """Move to the next job and ask for what follows it."""
+        self._current += 1
+        ahead = sum(self._sizes[self._current + 1 : self._asked])
+        while self._asked < len(self._ranges) and ahead < LOOKAHEAD_BYTES:
+            for r in self._ranges[self._asked]:
+                self._reader.prefetch(r.file, r.start, r.length)
+            if self._asked > self._current:
+                ahead += self._sizes[self._asked]
+            self._asked += 1
 
 
 @dataclass

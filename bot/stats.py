@@ -152,15 +152,22 @@ def model_stats(folder: Path, *, base_config: dict[str, Any]) -> ModelStats:
         experts_before=experts_before,
         experts_after=experts,
         top_k=top_k,
-        context_length=int(config["max_position_embeddings"]),
-        query_heads=int(config["num_attention_heads"]),
-        kv_heads=int(config.get("num_key_value_heads") or config["num_attention_heads"]),
-        hidden_size=int(config["hidden_size"]),
-        attention_pattern=attention_pattern(config),
-        positional_encoding=positional_encoding(config),
-        norm="RMSNorm" if "rms_norm_eps" in config else "LayerNorm",
         storage_format=storage_format(tensors),
+        **architecture(config),
     )
+
+
+def architecture(config: dict[str, Any]) -> dict[str, Any]:
+    """The `ModelStats` fields a config alone decides: context, heads, attention, norm."""
+    return {
+        "context_length": int(config["max_position_embeddings"]),
+        "query_heads": int(config["num_attention_heads"]),
+        "kv_heads": int(config.get("num_key_value_heads") or config["num_attention_heads"]),
+        "hidden_size": int(config["hidden_size"]),
+        "attention_pattern": attention_pattern(config),
+        "positional_encoding": positional_encoding(config),
+        "norm": "RMSNorm" if "rms_norm_eps" in config else "LayerNorm",
+    }
 
 
 def _read_config(folder: Path) -> dict[str, Any]:

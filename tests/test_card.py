@@ -14,15 +14,18 @@ from PIL import Image
 
 from bot.card import check_front_matter, fence, render_card, write_card
 from bot.errors import InputError
+from bot.fixtures.records import (
+    example_run,
+    harmony_example,
+    reference_config,
+    seed_release,
+    variant_stats,
+)
 from bot.picture import KEPT_COLOUR, kept_experts_png
 from bot.provenance import (
     BaseRef,
     DomainInfo,
-    ExampleRecord,
-    ExampleRun,
-    ModelStats,
     Provenance,
-    ReleaseInfo,
     RoutingCoverage,
     SelectionRecord,
     VariantRef,
@@ -41,22 +44,7 @@ def make_record(
     kept = {
         str(layer): sorted({(layer * 7 + 3 * i) % 32 for i in range(16)}) for layer in range(24)
     }
-    release = ReleaseInfo(
-        base_model="openai/gpt-oss-20b",
-        domain=DomainInfo(
-            id="science",
-            title="Science",
-            description="graduate-level physics, chemistry and biology questions",
-        ),
-        license="apache-2.0",
-        language=["en"],
-        tags=["mixture-of-experts", "expert-pruning"],
-        datasets=["AmanPriyanshu/GPT-OSS-20B-MoE-expert-activations"],
-        statistics_credit="Router statistics from the GPT-OSS MoE Expert Fingerprinting study.",
-        citation="@misc{x2025,\n  title={X}\n}",
-        manifest="manifests/gpt-oss-20b.yaml",
-        generation={"max_new_tokens": 512, "reasoning_effort": "medium"},
-    ).model_copy(update=release_changes)
+    example = harmony_example("Why is the sky blue?", "Blue light scatters more.")
     return Provenance(
         tool_version="0.1.0",
         variant=VariantRef(id="science-16", domain="science", experts=16, repo_id=REPO_ID),
@@ -72,51 +60,14 @@ def make_record(
             kept_experts=kept,
             routing_coverage=RoutingCoverage(per_layer=[0.8] * 23 + [0.7], mean=0.7958),
         ),
-        stats=ModelStats(
-            total_params=11_355_184_320,
-            active_params=3_606_371_232,
-            params_per_expert=24_894_721,
-            expert_params_kept_share=0.5,
-            size_bytes=22_710_418_000,
-            layers=24,
-            experts_before=32,
-            experts_after=16,
-            top_k=4,
-            context_length=131072,
-            query_heads=64,
-            kv_heads=8,
-            hidden_size=2880,
-            attention_pattern="alternating sliding-window (128 tokens) and full attention",
-            positional_encoding="RoPE (YaRN, factor 32)",
-            norm="RMSNorm",
-            storage_format="BF16",
+        stats=variant_stats(reference_config(), 16),
+        examples=example_run([example.model_copy(update={"completion": completion})]),
+        release=seed_release(
+            "science",
+            "Science",
+            "graduate-level physics, chemistry and biology questions",
+            **release_changes,
         ),
-        examples=ExampleRun(
-            device="cuda",
-            dtype="bfloat16",
-            settings={
-                "max_new_tokens": 512,
-                "reasoning_effort": "medium",
-                "sampling": "greedy",
-                "seed": 0,
-                "temperature": 1.0,
-                "top_p": 1.0,
-            },
-            versions={"hubbot": "0.1.0", "torch": "2.13.0", "transformers": "5.24.0"},
-            wall_seconds=12.5,
-            examples=[
-                ExampleRecord(
-                    prompt="Why is the sky blue?",
-                    completion=completion,
-                    final="Blue light scatters more.",
-                    finished=True,
-                    prompt_tokens=20,
-                    completion_tokens=12,
-                    tokens_per_second=31.25,
-                )
-            ],
-        ),
-        release=release,
     )
 
 
