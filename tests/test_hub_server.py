@@ -105,7 +105,7 @@ def test_long_listings_are_paginated(
     published: str,
     monkeypatch: pytest.MonkeyPatch,
 ):
-    monkeypatch.setattr("bot.hub.server.TREE_PAGE", 2)
+    monkeypatch.setattr("bot.hub.api.TREE_PAGE", 2)
     hub_server.stats.reset()
     paths = [f.path for f in hub_api.list_repo_tree(REPO, recursive=True)]
     assert len(paths) == 6 and "extra/notes.txt" in paths
