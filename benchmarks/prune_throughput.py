@@ -15,11 +15,16 @@ Both timed steps start from the same page-cache state, set with `posix_fadvise` 
 needed): dirty pages are synced and every file of the work folder is evicted, so neither
 step pays to reclaim the other's pages. With `--cache cold` each step then reads its input
 from disk; with `--cache warm` its input is read into the cache first (for the prune, just
-the byte ranges it reads: every tensor but the dropped experts). Warm runs measure CPU
-cost; cold ones measure what a fresh download costs. The base is laid out like a Hugging
-Face cache snapshot (`blobs/<sha256>` + links), as `snapshot_download` leaves it, so base
-hashes come from the blob names; `--base plain` uses hard links with the real names
-instead, so the pruner must hash the base as it reads.
+the byte ranges it reads: every tensor but the dropped experts).
+
+On a VM that hands free memory back to its host (virtio-balloon free page reporting, as on
+the Firecracker dev machine), a new page-cache page may cost a host fault, and how many do
+depends on what was freed when; `benchmarks/page_cache_writes.py` measures that effect
+alone. Where it is large, the ratios below say more about the machine than the pruner.
+
+The base is laid out like a Hugging Face cache snapshot (`blobs/<sha256>` + links), as
+`snapshot_download` leaves it, so base hashes come from the blob names; `--base plain`
+uses hard links with the real names instead, so the pruner must hash the base as it reads.
 
 Usage:
     python benchmarks/prune_throughput.py [--layers 24] [--runs 3] [--dtype mxfp4 bf16]
