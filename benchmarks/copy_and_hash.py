@@ -22,7 +22,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import statistics
@@ -31,6 +30,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from page_cache import settle, sha256_of, whole_file
 
 from bot.checkpoint import (
     CHUNK_BYTES,
@@ -57,20 +58,19 @@ def main() -> None:
     if not (base / "config.json").is_file():
         write_real_layout(base, num_layers=args.layers)
     shard = max(base.glob("*.safetensors"), key=lambda p: p.stat().st_size)
+    size = shard.stat().st_size
     out = work / "copy.safetensors"
     steps: dict[str, Callable[[], object]] = {
         "cp": lambda: subprocess.run(["cp", str(shard), str(out)], check=True),
         "pruner's writer": lambda: writer_copy(shard, out),
         "sha256 alone": lambda: sha256_of(shard),
     }
-    warm = {"sha256 alone"}
+    warm = {"sha256 alone": [whole_file(shard)]}
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.runs):
         for name, step in steps.items():
             out.unlink(missing_ok=True)
-            settle(work)
-            if name in warm:
-                sha256_of(shard)
+            settle(work, warm.get(name, []))
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
@@ -78,7 +78,6 @@ def main() -> None:
     if args.workdir is None:
         shutil.rmtree(work)
 
-    size = shard.stat().st_size
     medians = {name: statistics.median(values) for name, values in times.items()}
     print(f"{shard.name}: {size:,} bytes; median of {args.runs} runs; {os.cpu_count()} cpus")
     for name, values in times.items():
@@ -112,27 +111,6 @@ def ahead(reader: SourceReader, path: Path, start: int, end: int, size: int) -> 
         early = at + LOOKAHEAD_BYTES
         reader.prefetch(path, early, max(0, min(CHUNK_BYTES, size - early)))
         yield reader.slice(path, at, min(CHUNK_BYTES, end - at))
-
-
-def settle(work: Path) -> None:
-    """Sync, then evict every file under `work` from the page cache."""
-    os.sync()
-    for path in work.rglob("*"):
-        if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    buffer = memoryview(bytearray(1 << 20))
-    with open(path, "rb", buffering=0) as f:
-        while got := f.readinto(buffer):
-            digest.update(buffer[:got])
-    return digest.hexdigest()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from page_cache import settle, whole_file
+
 CHUNK = 16 << 20
 
 
@@ -61,17 +63,7 @@ def main() -> None:
 def timed_write(work: Path, target: Path, size: int, warm: Path | None) -> float:
     """GB/s of writing `size` bytes to `target`, after evicting `work` and reading `warm`."""
     target.unlink(missing_ok=True)
-    os.sync()
-    for path in work.iterdir():
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-    if warm is not None:
-        with warm.open("rb") as f:
-            while f.read(CHUNK):
-                pass
+    settle(work, [] if warm is None else [whole_file(warm)])
     start = time.perf_counter()
     write_file(target, size)
     return size / (time.perf_counter() - start) / 1e9

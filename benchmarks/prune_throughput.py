@@ -34,7 +34,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -47,6 +46,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from page_cache import Range, settle, sha256_of, whole_file
 
 from bot.checkpoint import open_checkpoint
 from bot.fixtures import real_layout_bytes, write_real_layout
@@ -159,28 +160,8 @@ def measure(
     print(f"  load average {os.getloadavg()[0]:.1f} (1 min; {os.cpu_count()} cpus)")
 
 
-Range = tuple[Path, int, int]
-
-
-def settle(work: Path, warm: list[Range]) -> None:
-    """Sync, evict every file under `work` from the page cache, then read `warm` into it."""
-    os.sync()
-    for path in work.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
-    buffer = memoryview(bytearray(16 << 20))
-    for path, start, end in warm:
-        with open(path, "rb") as f:
-            while start < end:
-                start += os.preadv(f.fileno(), [buffer[: end - start]], start) or end - start
-
-
 def whole_files(folder: Path) -> list[Range]:
-    return [(p, 0, p.stat().st_size) for p in sorted(folder.iterdir()) if p.is_file()]
+    return [whole_file(p) for p in sorted(folder.iterdir()) if p.is_file()]
 
 
 def read_ranges(base: Path, keep: dict[int, list[int]]) -> list[Range]:
@@ -222,14 +203,6 @@ def timed(action: Callable[[], object]) -> float:
     start = time.perf_counter()
     action()
     return time.perf_counter() - start
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(16 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fmt(values: list[float], digits: int = 2) -> str:
