@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from page_cache import settle, sha256_of, whole_file
+from page_cache import settle, sha256_of, whole_file, work_folder
 
 from bot.checkpoint import (
     CHUNK_BYTES,
@@ -52,31 +50,28 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="copy-hash-", dir=Path.cwd()))
-    work.mkdir(parents=True, exist_ok=True)
-    base = work / f"raw-{args.layers}"
-    if not (base / "config.json").is_file():
-        write_real_layout(base, num_layers=args.layers)
-    shard = max(base.glob("*.safetensors"), key=lambda p: p.stat().st_size)
-    size = shard.stat().st_size
-    out = work / "copy.safetensors"
-    steps: dict[str, Callable[[], object]] = {
-        "cp": lambda: subprocess.run(["cp", str(shard), str(out)], check=True),
-        "pruner's writer": lambda: writer_copy(shard, out),
-        "sha256 alone": lambda: sha256_of(shard),
-    }
-    warm = {"sha256 alone": [whole_file(shard)]}
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.runs):
-        for name, step in steps.items():
-            out.unlink(missing_ok=True)
-            settle(work, warm.get(name, []))
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    out.unlink(missing_ok=True)
-    if args.workdir is None:
-        shutil.rmtree(work)
+    with work_folder(args.workdir, "copy-hash-") as work:
+        base = work / f"raw-{args.layers}"
+        if not (base / "config.json").is_file():
+            write_real_layout(base, num_layers=args.layers)
+        shard = max(base.glob("*.safetensors"), key=lambda p: p.stat().st_size)
+        size = shard.stat().st_size
+        out = work / "copy.safetensors"
+        steps: dict[str, Callable[[], object]] = {
+            "cp": lambda: subprocess.run(["cp", str(shard), str(out)], check=True),
+            "pruner's writer": lambda: writer_copy(shard, out),
+            "sha256 alone": lambda: sha256_of(shard),
+        }
+        warm = {"sha256 alone": [whole_file(shard)]}
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(args.runs):
+            for name, step in steps.items():
+                out.unlink(missing_ok=True)
+                settle(work, warm.get(name, []))
+                start = time.perf_counter()
+                step()
+                times[name].append(time.perf_counter() - start)
+        out.unlink(missing_ok=True)
 
     medians = {name: statistics.median(values) for name, values in times.items()}
     print(f"{shard.name}: {size:,} bytes; median of {args.runs} runs; {os.cpu_count()} cpus")

@@ -6,9 +6,12 @@ from beside them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Iterable
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 Range = tuple[Path, int, int]
@@ -45,3 +48,18 @@ def sha256_of(path: Path) -> str:
         while got := f.readinto(buffer):
             digest.update(buffer[:got])
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def work_folder(given: Path | None, prefix: str) -> Iterator[Path]:
+    """`given` (created if missing, kept afterwards), or a new folder under the current one
+    (removed afterwards): the page cache of a tmpfs `/tmp` could not be evicted."""
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given
+        return
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=Path.cwd()))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from page_cache import settle, whole_file
+from page_cache import settle, whole_file, work_folder
 
 CHUNK = 16 << 20
 
@@ -38,19 +36,16 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="cache-writes-", dir=Path.cwd()))
-    work.mkdir(parents=True, exist_ok=True)
-    filler, target = work / "cached.bin", work / "written.bin"
-    write_file(filler, int(args.cached_gb * 1e9))
-    size = int(args.gb * 1e9)
-    empty, full = [], []
-    for _ in range(args.runs):
-        empty.append(timed_write(work, target, size, warm=None))
-        full.append(timed_write(work, target, size, warm=filler))
-    for path in (filler, target):
-        path.unlink(missing_ok=True)
-    if args.workdir is None:
-        shutil.rmtree(work)
+    with work_folder(args.workdir, "cache-writes-") as work:
+        filler, target = work / "cached.bin", work / "written.bin"
+        write_file(filler, int(args.cached_gb * 1e9))
+        size = int(args.gb * 1e9)
+        empty, full = [], []
+        for _ in range(args.runs):
+            empty.append(timed_write(work, target, size, warm=None))
+            full.append(timed_write(work, target, size, warm=filler))
+        for path in (filler, target):
+            path.unlink(missing_ok=True)
 
     e, f = statistics.median(empty), statistics.median(full)
     print(f"writing {size:,} bytes, median of {args.runs} runs ({os.cpu_count()} cpus)")

@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from page_cache import Range, settle, sha256_of, whole_file
+from page_cache import Range, settle, sha256_of, whole_file, work_folder
 
 from bot.checkpoint import open_checkpoint
 from bot.fixtures import real_layout_bytes, write_real_layout
@@ -78,18 +78,16 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="prune-bench-", dir=Path.cwd()))
-    work.mkdir(parents=True, exist_ok=True)
-    base = prepare_base(work, args.layers, args.base)
-    rng = random.Random(0)
-    keep = {layer: sorted(rng.sample(range(EXPERTS), KEPT)) for layer in range(args.layers)}
-    print(f"base: {args.layers} layers, {real_layout_bytes(args.layers):,} tensor bytes, {base}")
-    print(f"keep: {KEPT} of {EXPERTS} experts per layer; runs: {args.runs}; cpus: {os.cpu_count()}")
-    for out_format in args.dtype:
-        for cache in args.cache:
-            measure(work, base, keep, out_format, cache, args.runs)
-    if args.workdir is None:
-        shutil.rmtree(work)
+    with work_folder(args.workdir, "prune-bench-") as work:
+        base = prepare_base(work, args.layers, args.base)
+        rng = random.Random(0)
+        keep = {layer: sorted(rng.sample(range(EXPERTS), KEPT)) for layer in range(args.layers)}
+        size, cpus = real_layout_bytes(args.layers), os.cpu_count()
+        print(f"base: {args.layers} layers, {size:,} tensor bytes, {base}")
+        print(f"keep: {KEPT} of {EXPERTS} experts per layer; runs: {args.runs}; cpus: {cpus}")
+        for out_format in args.dtype:
+            for cache in args.cache:
+                measure(work, base, keep, out_format, cache, args.runs)
 
 
 def prepare_base(work: Path, layers: int, kind: str) -> Path:
