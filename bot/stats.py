@@ -1,8 +1,8 @@
 """Model statistics computed from a config and safetensors headers, never typed in.
 
-`parameter_counts` instantiates the model class on PyTorch's meta device, so it is exact
-for any architecture transformers knows and costs no memory; the manifest uses it to
-name variants before any weights exist. `model_stats` describes a finished checkpoint
+`parameter_counts` is arithmetic over the descriptor's tensor shapes (no torch import; a
+test keeps it equal to a meta-device count of transformers' model); the manifest uses it
+to name variants before any weights exist. `model_stats` describes a finished checkpoint
 folder from its `config.json` and the JSON headers of its safetensors files (the tensor
 data is never read). Counts are of the dequantized (BF16) model, which is what the
 published names use: an MXFP4 `_blocks` byte holds two values, `_scales` are not counted.
@@ -19,11 +19,11 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from bot.checkpoint import TensorInfo, open_checkpoint
+from bot.descriptors import descriptor_for
 from bot.errors import InputError
 from bot.provenance import ModelStats
 
@@ -62,33 +62,23 @@ class ParameterCounts:
 
 
 def parameter_counts(config: dict[str, Any]) -> ParameterCounts:
-    """Exact parameter counts for a MoE `config.json` (as a dict)."""
-    return _counts(json.dumps(config, sort_keys=True))
+    """Exact parameter counts for a MoE `config.json` (as a dict), from tensor shapes.
 
+    Raises `InputError` for an unknown model type or a config lacking a key a shape needs.
+    """
+    descriptor = descriptor_for(config)
 
-@lru_cache(maxsize=16)
-def _counts(config_json: str) -> ParameterCounts:
-    config = json.loads(config_json)
-    experts = int(config["num_local_experts"])
-    full = _meta_numel(config, experts)
-    fewer = _meta_numel(config, experts - 1)
-    per_expert = full - fewer
+    def numel(experts: int) -> int:
+        shapes = descriptor.dequantized_shapes(config, experts=experts)
+        return sum(math.prod(shape) for shape in shapes.values())
+
+    shared = numel(0)
     return ParameterCounts(
-        shared=full - experts * per_expert,
-        per_expert=per_expert,
-        experts=experts,
-        top_k=_top_k(config),
+        shared=shared,
+        per_expert=numel(1) - shared,
+        experts=descriptor.num_experts(config),
+        top_k=descriptor.top_k(config),
     )
-
-
-def _meta_numel(config: dict[str, Any], experts: int) -> int:
-    from bot.meta import meta_model
-
-    data = dict(config, num_local_experts=experts)
-    data["num_experts_per_tok"] = min(int(data.get("num_experts_per_tok", 1)), experts)
-    if "experts_per_token" in data:
-        data["experts_per_token"] = data["num_experts_per_tok"]
-    return sum(p.numel() for p in meta_model(data).parameters())
 
 
 def _top_k(config: dict[str, Any]) -> int:

@@ -1,10 +1,10 @@
 """Structure check of a checkpoint folder, without loading its weights.
 
-The expected tensors come from instantiating the config's model class on PyTorch's meta
-device (no memory, exact for any architecture transformers knows); the descriptor maps the
-fused expert parameters onto the names a storage layout uses (MXFP4 `_blocks`/`_scales`,
-one module per expert). Every expected tensor must be present with its shape and dtype, and
-nothing else may be.
+The expected tensors come from the descriptor's shape table over the config (no torch or
+transformers import; a test keeps the table equal to the meta-device model transformers
+builds); the descriptor maps the fused expert parameters onto the names a storage layout
+uses (MXFP4 `_blocks`/`_scales`, one module per expert). Every expected tensor must be
+present with its shape and dtype, and nothing else may be.
 
 Example:
     >>> verify_structure(Path("out/gpt-oss-20b-code-16"))   # doctest: +SKIP
@@ -21,7 +21,6 @@ from bot.descriptors import descriptor_for
 from bot.errors import InputError
 
 _FLOAT_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
-_TORCH_DTYPES = {"uint8": "U8", "int8": "I8", "int32": "I32", "int64": "I64", "bool": "BOOL"}
 
 Expected = dict[str, tuple[tuple[int, ...], str]]
 
@@ -65,8 +64,7 @@ def expected_tensors(config: dict[str, Any], names: Any = ()) -> Expected:
     layout = descriptor.detect_layout(config, set(names))
     floating = _float_dtype(config)
     expected = {
-        name: (shape, floating if dtype is None else dtype)
-        for name, (shape, dtype) in _model_tensors(config).items()
+        name: (shape, floating) for name, shape in descriptor.dequantized_shapes(config).items()
     }
     if layout.name == descriptor.dequantized_layout:
         return expected
@@ -99,24 +97,3 @@ def _float_dtype(config: dict[str, Any]) -> str:
     if name not in _FLOAT_DTYPES:
         raise InputError(f"config: unsupported dtype {name!r}")
     return _FLOAT_DTYPES[name]
-
-
-def _model_tensors(config: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str | None]]:
-    """Parameters and persistent buffers of the dequantized model; dtype None = floating."""
-    from bot.meta import meta_model
-
-    model = meta_model(config)
-    tensors = dict(model.named_parameters())
-    non_persistent = {
-        f"{prefix}.{name}" if prefix else name
-        for prefix, module in model.named_modules()
-        for name in module._non_persistent_buffers_set
-    }
-    tensors.update((n, b) for n, b in model.named_buffers() if n not in non_persistent)
-    return {
-        name: (
-            tuple(t.shape),
-            None if t.is_floating_point() else _TORCH_DTYPES[str(t.dtype).removeprefix("torch.")],
-        )
-        for name, t in tensors.items()
-    }

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from bot.cli import cli
 from bot.manifest import manifest_json_schema
+from tests.fresh_process import heavy_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "manifests" / "gpt-oss-20b.yaml"
@@ -88,3 +89,14 @@ def test_prune_command_writes_a_checkpoint_transformers_expects(tmp_path: Path) 
     verify_structure(tmp_path / "dst")
     config = json.loads((tmp_path / "dst" / "config.json").read_text())
     assert config["num_local_experts"] == 3
+
+
+def test_offline_commands_import_neither_torch_nor_transformers() -> None:
+    """validate, an offline plan and the full matrix start without the model libraries."""
+    codes, heavy = heavy_imports(
+        ["validate", str(REAL)],
+        ["plan", str(REAL), "--json"],
+        ["matrix", str(REAL), "--all"],
+    )
+    assert codes == [0, 0, 0]
+    assert heavy == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -17,7 +18,6 @@ from bot.descriptors.gpt_oss import GPT_OSS
 from bot.errors import HubbotError, InputError
 from bot.fixtures import TinySpec, tiny_config, write_tiny_model
 from bot.fixtures.real_layout import reference_config
-from bot.verify import expected_tensors
 
 SPEC = TinySpec()
 
@@ -68,15 +68,59 @@ def test_importing_the_registry_imports_neither_torch_nor_transformers() -> None
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("config", [tiny_config(SPEC), reference_config()], ids=["tiny", "real"])
-def test_bf16_layout_shapes_are_the_shapes_transformers_builds(config: dict) -> None:
-    """The descriptor's shape expressions agree with a meta-device GptOssForCausalLM."""
+def _meta_tensors(config: dict) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the parameters and persistent buffers transformers builds."""
+    from bot.meta import meta_model
+
+    model = meta_model(config)
+    non_persistent = {
+        f"{prefix}.{name}" if prefix else name
+        for prefix, module in model.named_modules()
+        for name in module._non_persistent_buffers_set
+    }
+    tensors = dict(model.named_parameters())
+    tensors.update((n, b) for n, b in model.named_buffers() if n not in non_persistent)
+    assert all(t.is_floating_point() for t in tensors.values())
+    return {name: tuple(t.shape) for name, t in tensors.items()}
+
+
+_VARIANTS = {
+    "tiny": tiny_config(SPEC),
+    "real": reference_config(),
+    "no-bias-tied": {**tiny_config(SPEC), "attention_bias": False, "tie_word_embeddings": True},
+    "defaults": {
+        k: v
+        for k, v in tiny_config(TinySpec(head_dim=64)).items()
+        if k not in ("attention_bias", "tie_word_embeddings", "head_dim")
+    },
+}
+
+
+@pytest.mark.parametrize("config", list(_VARIANTS.values()), ids=list(_VARIANTS))
+def test_shape_table_and_counts_are_what_transformers_builds(config: dict) -> None:
+    """The descriptor's arithmetic equals a meta-device GptOssForCausalLM: names, shapes, counts."""
+    from bot.stats import parameter_counts
+
     config = {k: v for k, v in config.items() if k != "quantization_config"}
-    model = expected_tensors(config)
-    for layer in range(config["num_hidden_layers"]):
-        for spec in (*GPT_OSS.router_tensors, *GPT_OSS.layout("bf16").tensors):
-            name = spec.tensor_name(layer)
-            assert model[name][0] == spec.resolve_shape(config), name
+    assert GPT_OSS.dequantized_shapes(config) == _meta_tensors(config)
+    counts = parameter_counts(config)
+    for experts in (1, 3, config["num_local_experts"]):
+        pruned = GPT_OSS.rewrite_config(config, experts)
+        meta = _meta_tensors(pruned)
+        assert counts.total_for(experts) == sum(math.prod(s) for s in meta.values()), experts
+    assert counts.top_k == config["num_experts_per_tok"]
+
+
+def test_counting_parameters_imports_neither_torch_nor_transformers() -> None:
+    config = Path(__file__).resolve().parents[1] / "manifests" / "gpt-oss-20b.config.json"
+    code = (
+        "import sys, json; from bot.stats import parameter_counts; "
+        f"config = json.load(open({str(config)!r})); "
+        "print(parameter_counts(config).total, "
+        "sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "20914757184 []"
 
 
 @pytest.mark.parametrize("layout", ["mxfp4", "per_expert"])

@@ -24,6 +24,7 @@ from bot.manifest import load_manifest
 from bot.provenance import read_provenance
 from bot.release import plan_release, publish_release, regenerate_cards
 from bot.selection.select import select_experts
+from tests.fresh_process import heavy_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD_FILES = {"README.md", "hubbot.json", "experts.png"}
@@ -167,6 +168,10 @@ def test_nightly_reports_a_broken_repo_and_goes_on(
     assert rows["math-4"]["error"] is None
     assert rows["math-6"]["error"] and "hubbot.json" in rows["math-6"]["error"]
     assert rows["general-4"]["error"]  # never published: reported, skipped
+
+    # The nightly job starts fast: rendering cards from hubbot.json needs no model library.
+    codes, heavy = heavy_imports(["cards", str(release), "--regen", "--json"])
+    assert (codes, heavy) == ([1], [])
 
 
 def test_matrix_lists_only_variants_needing_work(release: Path, hub_api: HfApi) -> None:

@@ -1,10 +1,12 @@
 """What a model descriptor is: the names, shapes and config keys of a MoE family, as data.
 
-The pruning engine (`bot.prune`) and the structure check (`bot.verify`) read only these
-records; adding a model family is writing one `ModelDescriptor`. Name templates hold
+The pruning engine (`bot.prune`), the structure check (`bot.verify`) and the parameter
+counts (`bot.stats`) read only these records; adding a model family is writing one
+`ModelDescriptor`. Name templates hold
 `{layer_idx}` and, in one-module-per-expert layouts, `{expert_idx}`. Shapes are tuples of
 small expressions over config keys (`"num_local_experts"`, `"2*intermediate_size"`,
-`"hidden_size/32"`), so a shape is checked against the config without importing a model.
+`"hidden_size/32"`), so a shape is checked against the config without importing a model;
+a test keeps the whole table equal to what transformers builds on the meta device.
 
 Example:
     >>> from bot.descriptors import descriptor_for
@@ -33,7 +35,8 @@ class TensorSpec:
 
     `dtype` is the safetensors dtype it must have (`None`: the model's floating dtype).
     `stands_for` names the transformers tensor it stores when the name differs (packed
-    MXFP4 parts, per-expert modules); `packing` says which MXFP4 part it is.
+    MXFP4 parts, per-expert modules); `packing` says which MXFP4 part it is. `present_if`
+    names a boolean config key the tensor exists under (`"!key"`: exists unless it is set).
     """
 
     name: str
@@ -41,6 +44,7 @@ class TensorSpec:
     dtype: str | None = None
     stands_for: str | None = None
     packing: Packing = "plain"
+    present_if: str | None = None
 
     def tensor_name(self, layer: int, expert: int | None = None) -> str:
         """The stored name in one layer (and, for per-expert layouts, of one expert)."""
@@ -78,12 +82,21 @@ class ExpertLayout:
 
 @dataclass(frozen=True)
 class ModelDescriptor:
-    """A MoE model family as data: where its routers and experts live, and its config keys."""
+    """A MoE model family as data: where its routers and experts live, and its config keys.
+
+    `layer_tensors` are the other tensors of every layer (attention, norms) and
+    `model_tensors` those outside the layers (embeddings, final norm, head); with the
+    router and the dequantized layout they are every tensor the model has.
+    `config_defaults` are what the model class assumes for keys a config may leave out.
+    """
 
     model_type: str
     router_module: str
     router_tensors: tuple[TensorSpec, ...]
     layouts: tuple[ExpertLayout, ...]
+    layer_tensors: tuple[TensorSpec, ...] = ()
+    model_tensors: tuple[TensorSpec, ...] = ()
+    config_defaults: tuple[tuple[str, int | bool], ...] = ()
     expert_axis: int = 0
     num_layers_key: str = "num_hidden_layers"
     num_experts_key: str = "num_local_experts"
@@ -94,6 +107,12 @@ class ModelDescriptor:
         problems = []
         if "{layer_idx}" not in self.router_module:
             problems.append("router_module lacks {layer_idx}")
+        for spec in (*self.router_tensors, *self.layer_tensors):
+            if "{layer_idx}" not in spec.name:
+                problems.append(f"{spec.name} lacks {{layer_idx}}")
+        for spec in self.model_tensors:
+            if "{" in spec.name:
+                problems.append(f"{spec.name}: a model tensor has no {{layer_idx}}")
         for layout in self.layouts:
             for spec in layout.tensors:
                 if "{layer_idx}" not in spec.name:
@@ -147,6 +166,34 @@ class ModelDescriptor:
                 return _int_key(config, key)
         raise InputError(f"config has none of {', '.join(self.top_k_keys)}")
 
+    def config_with_defaults(self, config: dict[str, Any]) -> dict[str, Any]:
+        """`config` with the model class's defaults for the keys it leaves out."""
+        return {**dict(self.config_defaults), **config}
+
+    def dequantized_shapes(
+        self, config: dict[str, Any], experts: int | None = None
+    ) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every tensor of the dequantized model, in transformers' names.
+
+        `experts` replaces the config's expert count (the counts of a pruned variant).
+        """
+        config = self.config_with_defaults(config)
+        overrides = {} if experts is None else {self.num_experts_key: experts}
+        shapes = {}
+        per_layer = (
+            *self.layer_tensors,
+            *self.router_tensors,
+            *self.layout(self.dequantized_layout).tensors,
+        )
+        for layer in range(self.num_layers(config)):
+            for spec in per_layer:
+                if _present(spec, config):
+                    shapes[spec.tensor_name(layer)] = spec.resolve_shape(config, **overrides)
+        for spec in self.model_tensors:
+            if _present(spec, config):
+                shapes[spec.name] = spec.resolve_shape(config, **overrides)
+        return shapes
+
     def rewrite_config(
         self, config: dict[str, Any], experts: int, *, drop_quantization: bool = False
     ) -> dict[str, Any]:
@@ -163,6 +210,16 @@ class ModelDescriptor:
         if drop_quantization:
             out.pop("quantization_config", None)
         return out
+
+
+def _present(spec: TensorSpec, config: dict[str, Any]) -> bool:
+    if spec.present_if is None:
+        return True
+    key = spec.present_if.removeprefix("!")
+    value = config.get(key)
+    if not isinstance(value, bool):
+        raise InputError(f"config: {key} must be true or false, got {value!r}")
+    return value != spec.present_if.startswith("!")
 
 
 def evaluate_dim(expr: str, config: dict[str, Any], overrides: dict[str, int]) -> int:
