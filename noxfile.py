@@ -4,7 +4,9 @@ nox -s tests                       # the whole test suite
 nox -s lint                        # ruff
 nox -s demo                        # build and publish the demo release to a local Hub
 nox -s plan -- manifests/gpt-oss-20b.yaml
+nox -s matrix -- manifests/gpt-oss-20b.yaml --group domain   # CI jobs of one domain each
 nox -s publish -- manifests/gpt-oss-20b.yaml --variant science-16
+nox -s publish -- manifests/gpt-oss-20b.yaml --variant science-4,science-5   # one job
 nox -s cards -- manifests/gpt-oss-20b.yaml
 """
 
@@ -61,14 +63,21 @@ def plan(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def matrix(session: nox.Session) -> None:
-    """GitHub Actions matrix of the variants that need work: nox -s matrix -- MANIFEST."""
+    """GitHub Actions matrix of the variants that need work.
+
+    nox -s matrix -- MANIFEST [--group domain|N|domain:N] [--chunks K] [--github-output]
+    """
     _install(session)
     session.run("hubbot", "matrix", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def publish(session: nox.Session) -> None:
-    """Build and publish: nox -s publish -- MANIFEST [--variant ID]."""
+    """Build and publish: nox -s publish -- MANIFEST [--variant ID[,ID...]].
+
+    A grouped matrix job passes its variants comma-separated: the base is fetched once
+    and the variants are built and published one after another.
+    """
     _install(session)
     session.run("hubbot", "publish", *session.posargs)
 

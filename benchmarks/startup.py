@@ -56,6 +56,7 @@ def main() -> None:
         "validate": ["validate", opts.manifest],
         "plan": ["plan", opts.manifest],
         "plan --json": ["plan", opts.manifest, "--json"],
+        "matrix --all --group domain": ["matrix", opts.manifest, "--all", "--group", "domain"],
     }
     figures: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
     measure(["--help"])  # warm the file cache and byte-code once, outside the figures

@@ -117,7 +117,12 @@ def build(
 
 @cli.command()
 @click.argument("manifest", type=click.Path(path_type=Path))
-@click.option("--variant", "variant_ids", multiple=True, help="Only these variants.")
+@click.option(
+    "--variant",
+    "variant_ids",
+    multiple=True,
+    help="Only these variants (repeatable, or comma-separated as in a grouped matrix job).",
+)
 @click.option("--dry-run", is_flag=True, help="Plan only; change nothing.")
 @click.option("--device", help="cuda, mps or cpu for the example runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcomes as JSON.")
@@ -135,7 +140,7 @@ def publish(
     outcomes = publish_release(
         loaded,
         connect(endpoint_for(loaded)),
-        variant_ids=variant_ids,
+        variant_ids=[v for value in variant_ids for v in value.split(",") if v.strip()],
         dry_run=dry_run,
         device=device,
         on_outcome=None if as_json else _echo_outcome,
@@ -174,15 +179,25 @@ def cards(manifest: Path, regen: bool, as_json: bool) -> None:
     type=click.IntRange(min=1),
     help="Split into this many matrices.",
 )
+@click.option(
+    "--group",
+    "group",
+    metavar="variant|domain|N|domain:N",
+    help="Jobs of several variants, each fetching the base once: all counts of a domain, "
+    "N variants, or both limits. Default: one job per variant.",
+)
 @click.option("--github-output", is_flag=True, help="Write chunk-N=... to $GITHUB_OUTPUT.")
 @_errors_to_exit_codes
-def matrix(manifest: Path, everything: bool, chunks: int, github_output: bool) -> None:
+def matrix(
+    manifest: Path, everything: bool, chunks: int, group: str | None, github_output: bool
+) -> None:
     """GitHub Actions matrix JSON of the variants that need work."""
     from bot.manifest import load_manifest
-    from bot.planning import github_matrices
+    from bot.planning import Grouping, github_matrices
 
+    grouping = Grouping.parse(group) if group is not None else None
     loaded = load_manifest(manifest)
-    parts = github_matrices(loaded, chunks=chunks, online=not everything)
+    parts = github_matrices(loaded, chunks=chunks, online=not everything, grouping=grouping)
     if github_output:
         target = os.environ.get("GITHUB_OUTPUT")
         if not target:

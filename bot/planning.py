@@ -3,15 +3,20 @@
 Offline, a row says what the manifest makes of a variant (repo, parameters, kept experts
 where the statistics need no model run). Online (`--hub`), each row also says what the
 repo needs: `create`, `rebuild`, `card-only` or `no-op`.
+
+CI matrices list one job per variant, or (`Grouping`) jobs of several variants that
+fetch the base once and build and publish their variants one after another.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import InputError
-from bot.manifest import Manifest
+from bot.manifest import Manifest, Variant
 from bot.selection.spec import CalibrationStatistics
 
 MAX_JOBS = 250  # GitHub allows 256 jobs per matrix; keep a margin
@@ -77,32 +82,147 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return f"### hubbot plan: {len(rows)} variants, {todo} need work\n\n{head}{body}\n"
 
 
+@dataclass(frozen=True)
+class Grouping:
+    """How `github_matrices` puts variants into jobs.
+
+    `by_domain`: a job never holds two domains; `per_job`: at most this many variants a
+    job (None: no limit). Jobs never mix runner labels. Written `variant` (one a job),
+    `domain`, `N` or `domain:N`.
+    """
+
+    by_domain: bool = False
+    per_job: int | None = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Grouping:
+        match = re.fullmatch(r"(variant)|(domain)(?::(\d+))?|(\d+)", text.strip())
+        if not match:
+            raise InputError(f"--group {text!r}: use variant, domain, N or domain:N")
+        if match.group(1):
+            return cls()
+        count = match.group(3) or match.group(4)
+        if count is not None and int(count) < 1:
+            raise InputError(f"--group {text!r}: a job holds at least one variant")
+        return cls(by_domain=bool(match.group(2)), per_job=int(count) if count else None)
+
+
+def job_groups(manifest: Manifest, grouping: Grouping) -> list[list[Variant]]:
+    """Every variant of the manifest in jobs, in manifest order.
+
+    Groups are formed over all variants (not only those needing work), so a repo always
+    falls in the same job: job names are stable between runs and serve as concurrency keys.
+    """
+    runners = manifest.spec.ci
+    groups: list[list[Variant]] = []
+    for variant in manifest.variants:
+        runner = runners.runners.get(variant.domain, runners.runner)
+        last = groups[-1] if groups else None
+        fits = (
+            last is not None
+            and runners.runners.get(last[0].domain, runners.runner) == runner
+            and (not grouping.by_domain or last[0].domain == variant.domain)
+            and (grouping.per_job is None or len(last) < grouping.per_job)
+        )
+        if fits:
+            assert last is not None
+            last.append(variant)
+        else:
+            groups.append([variant])
+    return groups
+
+
+def job_name(group: list[Variant]) -> str:
+    """A job's stable name: its variant, or its first and last variant."""
+    return group[0].id if len(group) == 1 else f"{group[0].id}..{group[-1].id}"
+
+
 def github_matrices(
-    manifest: Manifest, *, chunks: int = 1, online: bool = True
-) -> list[dict[str, list[dict[str, str]]]]:
+    manifest: Manifest,
+    *,
+    chunks: int = 1,
+    online: bool = True,
+    grouping: Grouping | None = None,
+) -> list[dict[str, list[dict[str, Any]]]]:
     """GitHub Actions matrices (`{"include": [...]}`) of the variants that need work.
 
-    Split into `chunks` matrices of at most 250 jobs each; `online=False` lists every
-    variant without asking the Hub.
+    Without `grouping`, one job per variant (`variant`, `repo_id`, `action`, `runner`);
+    with it, one job per group (`job`, `variants` comma-separated, `count`, `runner`),
+    holding only the group's variants that need work. Split into `chunks` matrices of
+    at most 250 jobs each; `online=False` lists every variant without asking the Hub.
     """
     ci = manifest.spec.ci
-    jobs = [
-        {
-            "variant": row["variant"],
-            "repo_id": row["repo_id"],
-            "action": row.get("action", "create"),
-            "runner": ci.runners.get(row["domain"], ci.runner),
-        }
+    rows = {
+        row["variant"]: row
         for row in _rows_for_matrix(manifest, online)
         if row.get("action", "create") != "no-op"
-    ]
+    }
+    jobs: list[dict[str, Any]]
+    if grouping is None:
+        jobs = [
+            {
+                "variant": row["variant"],
+                "repo_id": row["repo_id"],
+                "action": row.get("action", "create"),
+                "runner": ci.runners.get(row["domain"], ci.runner),
+            }
+            for row in rows.values()
+        ]
+    else:
+        jobs = []
+        for group in job_groups(manifest, grouping):
+            todo = [v.id for v in group if v.id in rows]
+            if todo:
+                jobs.append(
+                    {
+                        "job": job_name(group),
+                        "variants": ",".join(todo),
+                        "count": len(todo),
+                        "runner": ci.runners.get(group[0].domain, ci.runner),
+                    }
+                )
     if len(jobs) > chunks * MAX_JOBS:
         raise InputError(
-            f"{manifest.path}: {len(jobs)} variants need work, more than {chunks} chunks of "
-            f"{MAX_JOBS} jobs hold; raise --chunks"
+            f"{manifest.path}: {len(jobs)} jobs need running, more than {chunks} chunks of "
+            f"{MAX_JOBS} jobs hold; raise --chunks or group variants (--group)"
         )
     size = max(1, -(-len(jobs) // chunks))
     return [{"include": jobs[i * size : (i + 1) * size]} for i in range(chunks)]
+
+
+@dataclass(frozen=True)
+class JobDisk:
+    """What one CI job of a grouping moves and holds, from the config's tensor shapes."""
+
+    name: str
+    variants: int
+    download_bytes: int
+    peak_disk_bytes: int
+
+
+def job_disk(manifest: Manifest, grouping: Grouping) -> list[JobDisk]:
+    """Per job: bytes of base downloaded (once a job) and peak disk (base + largest output).
+
+    A job holds the base and at most one staged output at a time (`publish_release`).
+    """
+    from bot.descriptors import descriptor_for
+    from bot.stats import checkpoint_bytes
+
+    config = manifest.base_config
+    descriptor = descriptor_for(config)
+    base = checkpoint_bytes(config, experts=descriptor.num_experts(config))
+    out_layout = manifest.spec.output.format
+    if out_layout != "mxfp4":
+        out_layout = descriptor.dequantized_layout
+    sizes: dict[int, int] = {}
+    out = []
+    for group in job_groups(manifest, grouping):
+        for v in group:
+            if v.experts not in sizes:
+                sizes[v.experts] = checkpoint_bytes(config, experts=v.experts, layout=out_layout)
+        largest = max(sizes[v.experts] for v in group)
+        out.append(JobDisk(job_name(group), len(group), base, base + largest))
+    return out
 
 
 def _rows_for_matrix(manifest: Manifest, online: bool) -> list[dict[str, Any]]:

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.checkpoint import TensorInfo, open_checkpoint
+from bot.checkpoint import DTYPE_BYTES, TensorInfo, open_checkpoint
 from bot.descriptors import descriptor_for
 from bot.errors import InputError
 from bot.provenance import ModelStats
+from bot.verify import float_dtype
 
 INDEX_FILE = "model.safetensors.index.json"
 _EXPERT_PART = ".mlp.experts."
@@ -78,6 +79,21 @@ def parameter_counts(config: dict[str, Any]) -> ParameterCounts:
         per_expert=numel(1) - shared,
         experts=descriptor.num_experts(config),
         top_k=descriptor.top_k(config),
+    )
+
+
+def checkpoint_bytes(config: dict[str, Any], *, experts: int, layout: str | None = None) -> int:
+    """Tensor bytes of a checkpoint of `config` keeping `experts` experts per layer.
+
+    `layout` is a descriptor layout name (default: the one the config's quantization
+    method implies, as in the published base); headers and small files are not counted.
+    """
+    descriptor = descriptor_for(config)
+    chosen = descriptor.detect_layout(config, ()) if layout is None else descriptor.layout(layout)
+    floating = DTYPE_BYTES[float_dtype(config)]
+    return sum(
+        math.prod(shape) * (floating if dtype is None else DTYPE_BYTES[dtype])
+        for shape, dtype in descriptor.stored_shapes(config, chosen, experts).values()
     )
 
 

@@ -62,21 +62,11 @@ def expected_tensors(config: dict[str, Any], names: Any = ()) -> Expected:
     """
     descriptor = descriptor_for(config)
     layout = descriptor.detect_layout(config, set(names))
-    floating = _float_dtype(config)
-    expected = {
-        name: (shape, floating) for name, shape in descriptor.dequantized_shapes(config).items()
+    floating = float_dtype(config)
+    return {
+        name: (shape, floating if dtype is None else dtype)
+        for name, (shape, dtype) in descriptor.stored_shapes(config, layout).items()
     }
-    if layout.name == descriptor.dequantized_layout:
-        return expected
-    experts = range(descriptor.num_experts(config)) if layout.per_expert else [None]
-    for layer in range(descriptor.num_layers(config)):
-        for spec in layout.tensors:
-            expected.pop(spec.model_name(layer), None)
-        for spec in layout.tensors:
-            for expert in experts:
-                shape = spec.resolve_shape(config)
-                expected[spec.tensor_name(layer, expert)] = (shape, spec.dtype or floating)
-    return expected
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -92,7 +82,8 @@ def read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def _float_dtype(config: dict[str, Any]) -> str:
+def float_dtype(config: dict[str, Any]) -> str:
+    """The safetensors dtype of a config's floating tensors (`dtype`, default BF16)."""
     name = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
     if name not in _FLOAT_DTYPES:
         raise InputError(f"config: unsupported dtype {name!r}")

@@ -203,3 +203,43 @@ def test_a_failed_collection_step_is_reported_and_repaired_next_time(
     (collection,) = [c for c in hub_api.list_collections(owner="hubbot-demo") if c.title == title]
     items = hub_api.get_collection(collection.slug).items
     assert [item.item_id for item in items] == [repo_id]
+
+
+def test_a_grouped_job_fetches_the_base_once_and_stages_one_variant_at_a_time(
+    release: Path, hub_api: HfApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import bot.release as release_module
+
+    fetches: list[Path] = []
+    staged_before_each_build: list[list[str]] = []
+    real_fetch, real_build = release_module.fetch_manifest_base, release_module.build_variant
+
+    def fetch(manifest):  # type: ignore[no-untyped-def]
+        fetches.append(real_fetch(manifest))
+        return fetches[-1]
+
+    def build(manifest, variant, out, **kwargs):  # type: ignore[no-untyped-def]
+        staged_before_each_build.append(sorted(p.name for p in Path(out).parent.iterdir()))
+        return real_build(manifest, variant, out, **kwargs)
+
+    monkeypatch.setattr(release_module, "fetch_manifest_base", fetch)
+    monkeypatch.setattr(release_module, "build_variant", build)
+    result = CliRunner().invoke(cli, ["publish", str(release), "--variant", "general-4,math-6"])
+
+    assert result.exit_code == 0, result.output
+    assert len(fetches) == 1
+    assert staged_before_each_build == [[], []]  # the first output was gone before the second
+    manifest = load_manifest(release)
+    for variant in ("general-4", "math-6"):
+        files = set(hub_api.list_repo_files(manifest.variant(variant).repo_id))
+        assert files >= CARD_FILES
+
+    # The next matrix keeps the group's name and lists only what still needs work.
+    chunk = json.loads(
+        CliRunner().invoke(cli, ["matrix", str(release), "--group", "domain"]).stdout
+    )
+    runner = {"count": 1, "runner": "ubuntu-latest"}
+    assert chunk["include"] == [
+        {"job": "general-4..general-6", "variants": "general-6", **runner},
+        {"job": "math-4..math-6", "variants": "math-4", **runner},
+    ]

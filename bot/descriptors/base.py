@@ -194,6 +194,28 @@ class ModelDescriptor:
                 shapes[spec.name] = spec.resolve_shape(config, **overrides)
         return shapes
 
+    def stored_shapes(
+        self, config: dict[str, Any], layout: ExpertLayout, experts: int | None = None
+    ) -> dict[str, tuple[tuple[int, ...], str | None]]:
+        """Name -> (shape, safetensors dtype or None: floating) a checkpoint in `layout` holds."""
+        expected: dict[str, tuple[tuple[int, ...], str | None]] = {
+            name: (shape, None) for name, shape in self.dequantized_shapes(config, experts).items()
+        }
+        if layout.name == self.dequantized_layout:
+            return expected
+        config = self.config_with_defaults(config)
+        overrides = {} if experts is None else {self.num_experts_key: experts}
+        count = self.num_experts(config) if experts is None else experts
+        indices = range(count) if layout.per_expert else [None]
+        for layer in range(self.num_layers(config)):
+            for spec in layout.tensors:
+                expected.pop(spec.model_name(layer), None)
+            for spec in layout.tensors:
+                shape = spec.resolve_shape(config, **overrides)
+                for expert in indices:
+                    expected[spec.tensor_name(layer, expert)] = (shape, spec.dtype)
+        return expected
+
     def rewrite_config(
         self, config: dict[str, Any], experts: int, *, drop_quantization: bool = False
     ) -> dict[str, Any]:
