@@ -8,8 +8,14 @@ Each prune runs in a child process; per output format it prints the median over 
 - `cp -r` of the same output folder, timed in the same run, and the ratio of the two,
 - both again up to the end of the `sync` that follows them: either may return with GBs
   still to write back, and this counts them,
-- peak RSS of the child (`ru_maxrss` from `wait4`),
-- bytes read / bytes written, and how long sha256 of the output alone takes here.
+- peak RSS of the child: its own `VmHWM`. `ru_maxrss` from `wait4` is printed beside it
+  but overstates: Linux carries the high-water mark over `exec`, so it includes the pages
+  of this (parent) process the child shared before it exec'd (torch's, once imported),
+- bytes read / bytes written, and how long sha256 of the output alone takes here,
+- where the prune's time goes: wall and CPU seconds of each phase (imports, headers,
+  writing: copying and hashing, the expected-tensor table, verification, rename, and the
+  writeback of the sync after it), clocked by wrapping the pruner's own functions in the
+  child, so the same script measures older versions of the pruner too.
 
 Both timed steps start from the same page-cache state, set with `posix_fadvise` (no root
 needed): dirty pages are synced and every file of the work folder is evicted, so neither
@@ -54,18 +60,69 @@ from bot.fixtures import real_layout_bytes, write_real_layout
 
 EXPERTS, KEPT = 32, 16
 EXPERT_TENSOR = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.")
-CHILD = """
-import json, sys, time
+CHILD = r"""
+import json, sys, threading, time
+start = time.perf_counter()
+import bot.checkpoint as ck
+import bot.prune as pr
+import_s = time.perf_counter() - start
 from pathlib import Path
-from bot.prune import prune_checkpoint
+
+# Per-phase clocks: the pruner's own functions, wrapped (wall and thread CPU seconds, summed
+# over the threads that ran them). The same names exist in every version measured so far.
+lock, phases = threading.Lock(), {}
+
+def add(name, wall, cpu):
+    with lock:
+        w, c, n = phases.get(name, (0.0, 0.0, 0))
+        phases[name] = (w + wall, c + cpu, n + 1)
+
+def clocked(name, fn):
+    def wrapper(*args, **kwargs):
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            add(name, time.perf_counter() - wall, time.thread_time() - cpu)
+    return wrapper
+
+ck.Sha256Worker._run = clocked("hashing", ck.Sha256Worker._run)
+ck.ShardWriter.write_tensor = clocked("copying", ck.ShardWriter.write_tensor)
+ck.ShardWriter.close = clocked("hash tail", ck.ShardWriter.close)
+for name, fn in [("headers", "open_checkpoint"), ("expected tensors", "expected_tensors"),
+                 ("verification", "check_structure"), ("writing", "_write_shards"),
+                 ("other files", "_write"), ("rename", "_replace")]:
+    setattr(pr, fn, clocked(name, getattr(pr, fn)))
+
 src, dst, dtype, keep = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 start = time.perf_counter()
-pruned = prune_checkpoint(Path(src), Path(dst), {int(k): v for k, v in keep.items()}, dtype=dtype)
+pruned = pr.prune_checkpoint(Path(src), Path(dst), {int(k): v for k, v in keep.items()},
+                             dtype=dtype)
 seconds = time.perf_counter() - start
-disk = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
-print(json.dumps({"seconds": seconds, "read": pruned.bytes_read, "written": pruned.bytes_written,
-                  "disk_read": int(disk["read_bytes"])}))
+try:
+    disk = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+except OSError:
+    disk = {"read_bytes": "-1"}
+heavy = sorted(m for m in ("torch", "transformers") if m in sys.modules)
+status = Path("/proc/self/status").read_text()
+hwm = int(status.split("VmHWM:")[1].split()[0]) * 1024 if "VmHWM:" in status else -1
+print(json.dumps({"hwm": hwm, "seconds": seconds, "read": pruned.bytes_read,
+                  "written": pruned.bytes_written, "disk_read": int(disk["read_bytes"]),
+                  "import": import_s, "heavy": heavy, "phases": phases}))
 """
+PHASES = """\
+  phases (medians; wall s / CPU s summed over the threads that ran them, xN calls)
+    imports       {imports}  (bot.prune; loaded during the prune: {heavy})
+    headers       {headers}  (source and output headers)
+    writing       {writing}  (every shard: copying and hashing overlap in it)
+      copying     {copying}  (write_tensor: kernel copy, waits on reads and on hashing)
+      hashing     {hashing}  (sha256 threads: wall includes waiting for bytes)
+      hash tail   {hash tail}  (close: the hash finishing after the last byte)
+    other files   {other files}  (_write, shards included: index, config, tokenizer, hubbot.json)
+    expected      {expected tensors}  (the model's tensor table, on a thread beside writing)
+    verification  {verification}  (output headers against that table)
+    rename        {rename}
+    writeback     {writeback}  (the sync after the prune)"""
 
 
 def main() -> None:
@@ -122,13 +179,24 @@ def measure(
     dtype = "source" if out_format == "mxfp4" else "bf16"
     out, copy = work / f"out-{out_format}", work / f"copy-{out_format}"
     prune_s, cp_s, prune_sync, cp_sync, rss, disk_read, counts = [], [], [], [], [], [], {}
+    phase_runs: list[dict[str, tuple[float, float, int]]] = []
+    maxrss: list[int] = []
     for _ in range(runs):
         shutil.rmtree(out, ignore_errors=True)
         settle(work, read_ranges(base, keep) if cache == "warm" else [])
         seconds, peak, counts = run_child(base, out, dtype, keep)
         prune_s.append(seconds)
-        prune_sync.append(seconds + timed(os.sync))
+        writeback = timed(os.sync)
+        prune_sync.append(seconds + writeback)
+        phase_runs.append(
+            {
+                **counts["phases"],
+                "imports": (counts["import"], 0.0, 1),
+                "writeback": (writeback, 0.0, 1),
+            }
+        )
         rss.append(peak)
+        maxrss.append(counts["maxrss"])
         disk_read.append(counts["disk_read"])
         shutil.rmtree(copy, ignore_errors=True)
         settle(work, whole_files(out) if cache == "warm" else [])
@@ -152,10 +220,33 @@ def measure(
     print(f"  + sync       prune {fmt(prune_sync)} s, cp {fmt(cp_sync)} s; ratio {synced:.2f}")
     print(f"  sha256 only  {hash_s:7.2f} s   (one thread, output files from the page cache)")
     print(f"  peak RSS     {max(rss) / 2**20:7.0f} MiB  runs {fmt([r / 2**20 for r in rss], 0)}")
+    print(f"  (wait4 ru_maxrss {max(maxrss) / 2**20:.0f} MiB: the parent's pages before exec too)")
     print(f"  read/written {counts['read'] / counts['written']:.3f}  ({counts['read']:,} read)")
     disk = statistics.median(disk_read) / counts["written"]
     print(f"  disk reads   {disk:.3f} of bytes written (the kernel's count: readahead included)")
     print(f"  load average {os.getloadavg()[0]:.1f} (1 min; {os.cpu_count()} cpus)")
+    print(
+        PHASES.format(
+            heavy=counts["heavy"] or "neither torch nor transformers", **phase_figures(phase_runs)
+        )
+    )
+
+
+def phase_figures(runs: list[dict[str, tuple[float, float, int]]]) -> dict[str, str]:
+    """Median wall and CPU seconds of each phase over the runs, as text."""
+    names = {name for run in runs for name in run}
+    figures = {}
+    for name in names:
+        got = [run.get(name, (0.0, 0.0, 0)) for run in runs]
+        wall = statistics.median(g[0] for g in got)
+        cpu = statistics.median(g[1] for g in got)
+        calls = max(g[2] for g in got)
+        figures[name] = f"{wall:7.2f} / {cpu:6.2f} x{calls}"
+    placeholders = ["headers", "writing", "copying", "hashing", "hash tail", "other files"]
+    placeholders += ["expected tensors", "verification", "rename"]
+    for name in placeholders:
+        figures.setdefault(name, "      -")
+    return figures
 
 
 def whole_files(folder: Path) -> list[Range]:
@@ -194,7 +285,8 @@ def run_child(
             raise SystemExit(f"prune failed with exit code {proc.returncode}")
         stdout.seek(0)
         result = json.loads(stdout.read().strip().splitlines()[-1])
-    return result["seconds"], usage.ru_maxrss * 1024, result
+    result["maxrss"] = usage.ru_maxrss * 1024
+    return result["seconds"], result["hwm"], result
 
 
 def timed(action: Callable[[], object]) -> float:

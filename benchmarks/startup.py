@@ -3,7 +3,7 @@
 Each command runs in a fresh Python process (as on a CI runner or a terminal), several
 times, alternating; the baseline `hubbot --help` (the interpreter plus click and our CLI
 module) runs in the same loop. Prints, per command, the median wall time and peak RSS
-(from `wait4`, per child) and their ratio to the baseline's.
+(the child's own `VmHWM`) and their ratio to the baseline's.
 
 Goals (issue #15): `validate` <= 1 s and <= 150 MB; `plan` of the 232 seed variants <= 2 s.
 
@@ -22,7 +22,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY = "from bot.cli import main; main()"
+# The child reports its own peak RSS (VmHWM) on exit: `wait4`'s ru_maxrss would include
+# this process's pages from before the child's exec.
+ENTRY = (
+    "import atexit, sys\n"
+    "def hwm():\n"
+    "    status = open('/proc/self/status').read()\n"
+    "    sys.stderr.write('\\nVmHWM ' + status.split('VmHWM:')[1].split()[0] + '\\n')\n"
+    "atexit.register(hwm)\n"
+    "from bot.cli import main; main()"
+)
 
 
 def measure(args: list[str]) -> tuple[float, int]:
@@ -38,12 +47,12 @@ def measure(args: list[str]) -> tuple[float, int]:
     )
     assert child.stderr is not None
     err = child.stderr.read()
-    _, status, usage = os.wait4(child.pid, 0)
+    _, status, _ = os.wait4(child.pid, 0)
     wall = time.perf_counter() - start
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"hubbot {' '.join(args)} failed:\n{err.decode(errors='replace')}")
-    return wall, usage.ru_maxrss * 1024
+    return wall, int(err.decode().rsplit("VmHWM ", 1)[1].split()[0]) * 1024
 
 
 def main() -> None:

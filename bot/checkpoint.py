@@ -297,7 +297,8 @@ Chunk = Buffer | FileSlice | Loaned
 class SourceReader:
     """Reads byte ranges of source files, counting bytes and optionally hashing each file.
 
-    A hashed file is hashed in file order: a read ahead of the hashing cursor first hashes
+    Without hashed files, ranges may be read from several threads at once. A hashed file
+    is hashed in file order (one thread): a read ahead of the hashing cursor first hashes
     the gap. Reads in file order therefore read every byte once; `finish` hashes the rest.
 
     The kernel reads just the ranges asked for: speculative readahead is off (it would read
@@ -307,6 +308,7 @@ class SourceReader:
 
     def __init__(self, files: Iterable[Path], hashed: Iterable[Path]) -> None:
         self.bytes_read = 0
+        self._count_lock = threading.Lock()  # slices may be taken on several threads
         self._fds = {path: os.open(path, os.O_RDONLY) for path in files}
         for fd in self._fds.values():
             _advise(fd, 0, 0, "POSIX_FADV_RANDOM")
@@ -368,7 +370,8 @@ class SourceReader:
         return memoryview(mapped)[offset - start :]
 
     def _account(self, path: Path, offset: int, data: memoryview) -> None:
-        self.bytes_read += len(data)
+        with self._count_lock:
+            self.bytes_read += len(data)
         worker = self._hashes.get(path)
         if worker is None:
             return

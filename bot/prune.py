@@ -23,8 +23,9 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -63,6 +64,12 @@ OutputDtype = Literal["source", "bf16"]
 
 LOOKAHEAD_BYTES = 64 * 1024 * 1024
 """How far ahead of the writer input is asked of the disk (page cache, not process memory)."""
+PARALLEL_SHARDS = 3
+"""At most this many output shards are written (and hashed) at once: sha256 of one file is
+one thread's work (about 1.1 GB/s), so one shard at a time cannot keep up with a fast disk.
+Each shard in flight maps at most about 7 chunks of `CHUNK_BYTES`, which bounds memory."""
+PARALLEL_DEQUANTIZED_SHARDS = 2
+"""The same for BF16 output, whose shards also hold a pool of decoded buffers each."""
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack")
 _NOT_COPIED = {"config.json", "README.md", FILENAME}
 _PROVENANCE_KEYS = {"repo", "revision", "selection", "variant", "manifest_digest"}
@@ -463,35 +470,94 @@ def _write(
 def _write_shards(
     src: Path, out: Path, ckpt: Checkpoint, jobs: list[_Job], max_shard_bytes: int, tally: _Tally
 ) -> list[tuple[str, list[OutTensor]]]:
-    """Stream every job into shards; base shards are hashed as read unless the cache names them."""
+    """Stream every job into shards; base shards are hashed as read unless the cache names them.
+
+    Shards are written `shard_workers` at a time, each on its own thread with its own hash
+    thread; the bytes of every file are the same as when written one after another.
+    """
     known = {path: known_sha256(path) for path in ckpt.shards}
-    reader = SourceReader(ckpt.shards, [path for path, sha in known.items() if sha is None])
+    hashed = [path for path, sha in known.items() if sha is None]
+    reader = SourceReader(ckpt.shards, hashed)
     by_name = {job.out.name: job for job in jobs}
-    decoding = _Decoding()
     planned = plan_shards([job.out for job in jobs], max_shard_bytes)
     shards = [(shard_file_name(i, len(planned)), tensors) for i, tensors in enumerate(planned)]
-    lookahead = _Lookahead(reader, [by_name[t.name] for _, tensors in shards for t in tensors])
+    workers = shard_workers(
+        len(shards), dequantize=any(job.packed for job in jobs), hashing_base=bool(hashed)
+    )
+    stop = threading.Event()
+
+    def write(name: str, tensors: list[OutTensor], lookahead: _Lookahead, decoding: _Decoding):
+        writer = ShardWriter(out / name, tensors)
+        try:
+            for tensor in tensors:
+                if stop.is_set():
+                    raise _Stopped(f"{out / name}: stopped, another shard failed")
+                lookahead.advance()
+                chunks = prefetched(_chunks(by_name[tensor.name], reader, decoding))
+                writer.write_tensor(tensor.name, chunks)
+        except BaseException:
+            stop.set()
+            writer.abort()
+            raise
+        return writer.close(), writer.bytes_written
+
+    def own_lookahead(tensors: list[OutTensor]) -> _Lookahead:
+        return _Lookahead(reader, [by_name[t.name] for t in tensors])
+
     try:
-        for name, tensors in shards:
-            writer = ShardWriter(out / name, tensors)
-            try:
-                for tensor in tensors:
-                    lookahead.advance()
-                    chunks = prefetched(_chunks(by_name[tensor.name], reader, decoding))
-                    writer.write_tensor(tensor.name, chunks)
-            except BaseException:
-                writer.abort()
-                raise
-            tally.files[name] = writer.close()
-            tally.bytes_written += writer.bytes_written
+        if workers == 1:  # one lookahead and one decoder across shard boundaries
+            lookahead = own_lookahead([t for _, tensors in shards for t in tensors])
+            decoding = _Decoding()
+            results = [write(name, tensors, lookahead, decoding) for name, tensors in shards]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = [
+                    pool.submit(write, name, tensors, own_lookahead(tensors), _Decoding())
+                    for name, tensors in shards
+                ]
+                wait(futures, return_when=FIRST_EXCEPTION)
+                if stop.is_set():
+                    for future in futures:
+                        future.cancel()
+                    wait(futures)
+                    errors = [e for f in futures if not f.cancelled() if (e := f.exception())]
+                    raise next((e for e in errors if not isinstance(e, _Stopped)), errors[0])
+                results = [future.result() for future in futures]
         hashes = {**known, **reader.finish()}
     finally:
         reader.close()
+    for (name, _), (digest, written) in zip(shards, results, strict=True):
+        tally.files[name] = digest
+        tally.bytes_written += written
     tally.base_files.update(
         {path.relative_to(src).as_posix(): sha for path, sha in hashes.items() if sha}
     )
     tally.bytes_read += reader.bytes_read + ckpt.header_bytes
     return shards
+
+
+class _Stopped(HubbotError):
+    """A shard's thread gave up because another shard's failed (that failure is raised)."""
+
+
+def shard_workers(shards: int, *, dequantize: bool, hashing_base: bool) -> int:
+    """How many output shards to write at once on this machine.
+
+    One when the base must be hashed as it is read (in file order), or with fewer than
+    four cores (copying and hashing one shard already keep two busy); else up to
+    `PARALLEL_SHARDS` (`PARALLEL_DEQUANTIZED_SHARDS` for BF16 output), two cores each.
+    """
+    if hashing_base:
+        return 1
+    limit = PARALLEL_DEQUANTIZED_SHARDS if dequantize else PARALLEL_SHARDS
+    return max(1, min(shards, limit, _cores() // 2))
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class _Lookahead:
@@ -519,7 +585,7 @@ class _Lookahead:
 
 @dataclass
 class _Decoding:
-    """State kept from one dequantized tensor to the next (used by one thread at a time)."""
+    """State kept from one dequantized tensor to the next (one per shard writing thread)."""
 
     pool: BufferPool = field(default_factory=BufferPool)
     decoder: TransposedDecoder | None = None  # made on first use: torch loads only then

@@ -90,6 +90,15 @@ def test_prune_command_writes_a_checkpoint_transformers_expects(tmp_path: Path) 
     config = json.loads((tmp_path / "dst" / "config.json").read_text())
     assert config["num_local_experts"] == 3
 
+    # A bare prune of MXFP4 to MXFP4 checks the structure without the model libraries.
+    args = ["prune", str(src), str(tmp_path / "again"), "--keep", str(keep)]
+    assert heavy_imports(args) == ([0], [])
+    assert _tree(tmp_path / "again") == _tree(tmp_path / "dst")
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
 
 def test_offline_commands_import_neither_torch_nor_transformers() -> None:
     """validate, an offline plan and the full matrix start without the model libraries."""

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, Mxfp4Config
 
 import bot.checkpoint
+import bot.prune
 from bot import __version__
 from bot.errors import InputError
 from bot.fixtures import TinySpec, write_tiny_model
@@ -207,15 +208,21 @@ def test_provenance_argument_is_checked(base: dict[str, Path], tmp_path: Path) -
     assert _nothing_at(dst)
 
 
-def test_hub_cache_base_is_not_read_twice(base: dict[str, Path], tmp_path: Path) -> None:
-    """Shards linked to `blobs/<sha256>` are hashed by name: only kept bytes are read."""
-    snapshot, blobs = tmp_path / "snapshots" / "rev", tmp_path / "blobs"
+def _hub_snapshot(folder: Path, root: Path) -> Path:
+    """`folder` laid out as a Hugging Face cache snapshot: links to `blobs/<sha256>`."""
+    snapshot, blobs = root / "snapshots" / "rev", root / "blobs"
     snapshot.mkdir(parents=True)
     blobs.mkdir()
-    for path in base["mxfp4"].iterdir():
+    for path in folder.iterdir():
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         shutil.copyfile(path, blobs / digest)
         (snapshot / path.name).symlink_to(blobs / digest)
+    return snapshot
+
+
+def test_hub_cache_base_is_not_read_twice(base: dict[str, Path], tmp_path: Path) -> None:
+    """Shards linked to `blobs/<sha256>` are hashed by name: only kept bytes are read."""
+    snapshot = _hub_snapshot(base["mxfp4"], tmp_path)
     shard_bytes = sum(p.stat().st_size for p in base["mxfp4"].glob("*.safetensors"))
     cached = prune_checkpoint(snapshot, tmp_path / "a", KEEP)
     plain = prune_checkpoint(base["mxfp4"], tmp_path / "b", KEEP)
@@ -228,6 +235,42 @@ def test_rerun_gives_byte_identical_files(base: dict[str, Path], tmp_path: Path)
     again = _files(prune_checkpoint(base["mxfp4"], tmp_path / "out", KEEP).path)  # replaces
     assert first == again
     assert not list(tmp_path.glob(".out.*"))
+
+
+@pytest.mark.parametrize("layout,dtype", [("mxfp4", "source"), ("mxfp4", "bf16")])
+def test_shards_written_at_once_are_the_files_written_one_by_one(
+    base: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, dtype: str
+) -> None:
+    snapshot = _hub_snapshot(base[layout], tmp_path / "cache")
+    monkeypatch.setattr(bot.prune, "_cores", lambda: 1)
+    one = prune_checkpoint(snapshot, tmp_path / "one", KEEP, dtype=dtype, max_shard_bytes=20_000)
+    monkeypatch.setattr(bot.prune, "_cores", lambda: 16)
+    several = prune_checkpoint(
+        snapshot, tmp_path / "many", KEEP, dtype=dtype, max_shard_bytes=20_000
+    )
+    shards = len(list(one.path.glob("*.safetensors")))
+    assert bot.prune.shard_workers(shards, dequantize=dtype == "bf16", hashing_base=False) > 1
+    assert shards > 3
+    assert _files(one.path) == _files(several.path)
+    assert (several.bytes_read, several.bytes_written) == (one.bytes_read, one.bytes_written)
+
+
+def test_a_failing_shard_stops_the_others_and_leaves_no_destination(
+    base: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot = _hub_snapshot(base["mxfp4"], tmp_path / "cache")
+    original = bot.checkpoint.ShardWriter.write_tensor
+
+    def failing(self: bot.checkpoint.ShardWriter, name: str, chunks: object) -> None:
+        if self.path.name.startswith("model-00002-"):
+            raise OSError("disk full")
+        original(self, name, chunks)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bot.prune, "_cores", lambda: 16)
+    monkeypatch.setattr(bot.checkpoint.ShardWriter, "write_tensor", failing)
+    with pytest.raises(OSError, match="disk full"):
+        prune_checkpoint(snapshot, tmp_path / "out", KEEP, max_shard_bytes=20_000)
+    assert _nothing_at(tmp_path / "out")
 
 
 def test_a_failure_while_writing_leaves_no_destination(
@@ -256,6 +299,7 @@ def test_a_killed_run_leaves_no_destination_and_a_rerun_cleans_up(
 import sys, time
 from pathlib import Path
 import bot.checkpoint
+import bot.prune
 write = bot.checkpoint.ShardWriter.write_tensor
 def stall(self, name, chunks):
     write(self, name, chunks)
