@@ -51,6 +51,7 @@ DTYPE_BYTES = {
 _MAX_HEADER = 100 * 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux
 _NO_KERNEL_COPY = {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP}
 
 Buffer = bytes | bytearray | memoryview
@@ -366,7 +367,14 @@ class SourceReader:
         if length == 0:
             return memoryview(bytearray() if access == mmap.ACCESS_COPY else b"")
         start = offset - offset % mmap.ALLOCATIONGRANULARITY
-        mapped = mmap.mmap(self._fds[path], offset + length - start, access=access, offset=start)
+        fd, size = self._fds[path], offset + length - start
+        if access == mmap.ACCESS_READ and _POPULATE:
+            # Fault the pages in now, on the thread that maps (the reader, ahead of the
+            # writer), not one by one on the hash thread, whose speed bounds a shard's.
+            flags = mmap.MAP_SHARED | _POPULATE
+            mapped = mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ, offset=start)
+        else:
+            mapped = mmap.mmap(fd, size, access=access, offset=start)
         return memoryview(mapped)[offset - start :]
 
     def _account(self, path: Path, offset: int, data: memoryview) -> None:
