@@ -157,7 +157,7 @@ def prune_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        # the model class's tensors (transformers import, meta model) load while we copy
+        # the expected tensor table (the descriptor's arithmetic) is built while we copy
         expected = pool.submit(expected_tensors, out_config, [job.out.name for job in jobs])
         try:
             result = _write(src, tmp, ckpt, jobs, out_config, max_shard_bytes, draft)
