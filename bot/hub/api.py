@@ -37,7 +37,14 @@ from urllib.parse import parse_qs, unquote, urlencode
 
 from bot.errors import InputError
 from bot.hub.faults import ROUTES
-from bot.hub.pages import FileRow, RepoLink, index_page, repo_page, split_front_matter
+from bot.hub.pages import (
+    CollectionLink,
+    FileRow,
+    RepoLink,
+    index_page,
+    repo_page,
+    split_front_matter,
+)
 from bot.hub.storage import (
     DEFAULT_BRANCH,
     Collection,
@@ -844,7 +851,22 @@ class HubApi:
             for r in self.storage.repos()
             if self._can_read(r, req.user)
         ]
-        return Reply(200, index_page(links).encode(), {"Content-Type": "text/html; charset=utf-8"})
+        readable = {link.repo_id for link in links}
+        collections = [
+            CollectionLink(
+                title=c.title,
+                slug=c.slug,
+                private=c.private,
+                description=c.description,
+                items=tuple(
+                    i.item_id for i in c.items if i.item_type == "model" and i.item_id in readable
+                ),
+            )
+            for c in self.storage.collections()
+            if not c.private or req.user is not None
+        ]
+        page = index_page(links, collections)
+        return Reply(200, page.encode(), {"Content-Type": "text/html; charset=utf-8"})
 
     def html_repo(self, req: Request) -> Reply:
         try:

@@ -1,39 +1,39 @@
-"""Plain HTML pages of the local Hub: the repo list and a repo's README and files.
+"""Plain HTML pages of the local Hub: the front page (collections, repos) and a repo's card.
 
-The README is rendered by a small Markdown subset of our own (headings, paragraphs,
-lists, quotes, fenced code, pipe tables, links, images, code spans, bold, italics).
-Every piece of text is HTML-escaped first, so HTML inside a README shows as text, and
-links only keep http(s), mailto and relative targets. Front matter is shown as a code
-block above the card.
+Cards are rendered as the Hub renders them: CommonMark with GitHub's tables and
+strikethrough (markdown-it-py), raw HTML allowed (`<details>`, `<summary>`, `<br>`, ...).
+The HTML that comes out is then sanitised by nh3 (the Ammonia sanitiser): scripts, styles,
+event handlers and links other than http(s), mailto and relative ones are removed, and
+inline styles keep only `text-align` (table columns). Relative image and link targets point
+at the file in the repo at the commit shown. Front matter is shown as a code block above
+the card.
 
 Example:
-    >>> render_markdown("# Hi <b>\\n\\nSee [docs](https://x.y/?a=1&b=2).")
-    '<h1>Hi &lt;b&gt;</h1>\\n<p>See <a href="https://x.y/?a=1&amp;b=2">docs</a>.</p>'
+    >>> render_markdown("Hi <script>x()</script> [docs](https://x.y/?a=1&b=2)")
+    '<p>Hi  <a href="https://x.y/?a=1&amp;b=2" rel="noopener noreferrer">docs</a></p>\\n'
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from html import escape
 from urllib.parse import quote
 
-_FENCE = re.compile(r"^\s*(```|~~~)")
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
-_RULE = re.compile(r"^\s*([-*_])(\s*\1){2,}\s*$")
-_BULLET = re.compile(r"^\s*[-*+]\s+(.*)$")
-_NUMBERED = re.compile(r"^\s*\d+[.)]\s+(.*)$")
-_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
-_CODE_SPAN = re.compile(r"`([^`]+)`")
-_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
-_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
-_BOLD = re.compile(r"\*\*(.+?)\*\*")
-_ITALIC = re.compile(r"(?<![*\w])\*(?!\s)(.+?)(?<!\s)\*(?![*\w])")
+import nh3
+from markdown_it import MarkdownIt
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; }
 table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: .2rem .5rem; }
 pre { background: #f4f4f4; padding: .5rem; overflow-x: auto; } .private { color: #a00; }
+details { border: 1px solid #ddd; border-radius: 4px; padding: .3rem .6rem; margin: .5rem 0; }
+summary { cursor: pointer; } .collection { margin-bottom: 1rem; }
 """
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,17 @@ class RepoLink:
     repo_id: str
     private: bool
     last_modified: str
+
+
+@dataclass(frozen=True)
+class CollectionLink:
+    """A collection on the front page: its title, slug, and the repos it lists, in order."""
+
+    title: str
+    slug: str
+    private: bool
+    description: str | None
+    items: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -65,115 +76,42 @@ def split_front_matter(text: str) -> tuple[str | None, str]:
     return None, text
 
 
-def _safe_url(url: str) -> str | None:
-    """The URL (already escaped) if its scheme is harmless, else None."""
-    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", url)
-    if scheme and scheme.group(1).lower() not in ("http", "https", "mailto"):
-        return None
-    return url
-
-
-def _inline(text: str, resolve: str) -> str:
-    """Escape `text`, then apply the inline Markdown marks."""
-    spans: list[str] = []
-
-    def keep(html: str) -> str:
-        spans.append(html)
-        return f"\0{len(spans) - 1}\0"
-
-    out = _CODE_SPAN.sub(
-        lambda m: keep(f"<code>{m.group(1)}</code>"), escape(text.replace("\0", ""))
-    )
-
-    def image(m: re.Match[str]) -> str:
-        src = _safe_url(m.group(2))
-        if src is None:
-            return m.group(1)
-        if "://" not in src and not src.startswith("/") and resolve:
-            src = f"{resolve}/{src.removeprefix('./')}"
-        return keep(f'<img alt="{m.group(1)}" src="{src}">')
-
-    def link(m: re.Match[str]) -> str:
-        href = _safe_url(m.group(2))
-        return m.group(1) if href is None else keep(f'<a href="{href}">{m.group(1)}</a>')
-
-    out = _IMAGE.sub(image, out)
-    out = _LINK.sub(link, out)
-    out = _BOLD.sub(r"<strong>\1</strong>", out)
-    out = _ITALIC.sub(r"<em>\1</em>", out)
-    return re.sub(r"\0(\d+)\0", lambda m: spans[int(m.group(1))], out)
-
-
-def _cells(line: str) -> list[str]:
-    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+@lru_cache(maxsize=1)
+def _markdown() -> MarkdownIt:
+    markdown = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+    markdown.validateLink = lambda url: True  # nh3 alone decides which targets stay
+    return markdown
 
 
 def render_markdown(text: str, resolve: str = "") -> str:
-    """HTML for a Markdown text; relative image paths are joined to `resolve`."""
-    lines = text.splitlines()
-    blocks: list[str] = []
-    paragraph: list[str] = []
+    """Sanitised HTML for a Markdown text; relative targets are joined to `resolve`."""
 
-    def flush() -> None:
-        if paragraph:
-            blocks.append(f"<p>{_inline(' '.join(paragraph), resolve)}</p>")
-            paragraph.clear()
+    def attribute(element: str, name: str, value: str) -> str | None:
+        if (element, name) in (("img", "src"), ("a", "href")):
+            return _target(value, resolve)
+        return value
 
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if _FENCE.match(line):
-            flush()
-            fence = _FENCE.match(line).group(1)  # type: ignore[union-attr]
-            end = next(
-                (j for j in range(i + 1, len(lines)) if lines[j].strip() == fence), len(lines)
-            )
-            blocks.append(f"<pre><code>{escape(chr(10).join(lines[i + 1 : end]))}</code></pre>")
-            i = end + 1
-            continue
-        if not line.strip():
-            flush()
-        elif heading := _HEADING.match(line):
-            flush()
-            level = len(heading.group(1))
-            blocks.append(f"<h{level}>{_inline(heading.group(2), resolve)}</h{level}>")
-        elif _RULE.match(line):
-            flush()
-            blocks.append("<hr>")
-        elif "|" in line and i + 1 < len(lines) and _TABLE_SEPARATOR.match(lines[i + 1]):
-            flush()
-            head = "".join(f"<th>{_inline(c, resolve)}</th>" for c in _cells(line))
-            rows, i = [], i + 2
-            while i < len(lines) and "|" in lines[i] and lines[i].strip():
-                rows.append("".join(f"<td>{_inline(c, resolve)}</td>" for c in _cells(lines[i])))
-                i += 1
-            body = "".join(f"<tr>{row}</tr>" for row in rows)
-            blocks.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-            continue
-        elif _BULLET.match(line) or _NUMBERED.match(line):
-            flush()
-            pattern, tag = (_BULLET, "ul") if _BULLET.match(line) else (_NUMBERED, "ol")
-            items = []
-            while i < len(lines) and (item := pattern.match(lines[i])):
-                items.append(f"<li>{_inline(item.group(1), resolve)}</li>")
-                i += 1
-            blocks.append(f"<{tag}>{''.join(items)}</{tag}>")
-            continue
-        elif line.lstrip().startswith(">"):
-            flush()
-            quoted = []
-            while i < len(lines) and lines[i].lstrip().startswith(">"):
-                quoted.append(lines[i].lstrip()[1:].removeprefix(" "))
-                i += 1
-            blocks.append(
-                f"<blockquote>{render_markdown(chr(10).join(quoted), resolve)}</blockquote>"
-            )
-            continue
-        else:
-            paragraph.append(line.strip())
-        i += 1
-    flush()
-    return "\n".join(blocks)
+    return nh3.clean(
+        _markdown().render(text),
+        attributes={
+            **nh3.ALLOWED_ATTRIBUTES,
+            "th": nh3.ALLOWED_ATTRIBUTES["th"] | {"style"},
+            "td": nh3.ALLOWED_ATTRIBUTES["td"] | {"style"},
+            "details": {"open"},
+        },
+        attribute_filter=attribute,
+        url_schemes=set(URL_SCHEMES),
+        filter_style_properties={"text-align"},
+    )
+
+
+def _target(url: str, resolve: str) -> str | None:
+    """A link or image target as the page should use it; None drops it."""
+    if _SCHEME.match(url):
+        return url if url.split(":", 1)[0].lower() in URL_SCHEMES else None
+    if url.startswith(("/", "#", "?")) or not resolve:
+        return url
+    return f"{resolve}/{url.removeprefix('./')}"
 
 
 def _page(title: str, body: str) -> str:
@@ -184,16 +122,33 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def index_page(repos: list[RepoLink]) -> str:
-    """The list of repos, newest change first."""
+def _private(private: bool) -> str:
+    return " <span class=private>private</span>" if private else ""
+
+
+def index_page(repos: list[RepoLink], collections: Iterable[CollectionLink] = ()) -> str:
+    """The front page: collections with their repos, then every repo, newest change first."""
+    parts = ["<h1>Local Hub</h1>"]
+    shown = list(collections)
+    if shown:
+        parts.append(f"<h2>Collections</h2>\n<p>{len(shown)} collections</p>")
+        for c in shown:
+            items = "".join(
+                f'<li><a href="/{escape(item)}">{escape(item)}</a></li>' for item in c.items
+            )
+            about = f"<p>{escape(c.description)}</p>" if c.description else ""
+            parts.append(
+                f'<section class="collection"><h3>{escape(c.title)}{_private(c.private)}</h3>'
+                f"<p><small>{escape(c.slug)}, {len(c.items)} items</small></p>{about}"
+                f"<ul>{items}</ul></section>"
+            )
     rows = "".join(
-        f'<li><a href="/{escape(r.repo_id)}">{escape(r.repo_id)}</a>'
-        f"{' <span class=private>private</span>' if r.private else ''}"
+        f'<li><a href="/{escape(r.repo_id)}">{escape(r.repo_id)}</a>{_private(r.private)}'
         f" <small>{escape(r.last_modified)}</small></li>"
         for r in sorted(repos, key=lambda r: r.last_modified, reverse=True)
     )
-    body = f"<h1>Local Hub</h1>\n<p>{len(repos)} model repos</p>\n<ul>{rows}</ul>"
-    return _page("Local Hub", body)
+    parts.append(f"<h2>Models</h2>\n<p>{len(repos)} model repos</p>\n<ul>{rows}</ul>")
+    return _page("Local Hub", "\n".join(parts))
 
 
 def repo_page(repo_id: str, commit_id: str, readme: str | None, files: list[FileRow]) -> str:
