@@ -4,8 +4,12 @@
 (`create_commit`'s final POST, `create_repo`, `model_info`, paths-info). `HubCaller` wraps
 every call we make: it retries 429 (waiting as long as `Retry-After` asks), 5xx, 408 and
 dropped connections or timeouts with exponential backoff, and turns 401/403 into
-`HubAuthError` at once. Other HTTP errors pass through unchanged for the caller to read
-(a 404 or a 412 means something to it); `hub_error` translates what is left.
+`HubAuthError` at once. A repo, revision or file that does not exist passes through as
+huggingface_hub's not-found error whatever the status (the Hub answers an anonymous request
+for a missing repo with 401): for a plan, a missing repo is a `create`. A host name that
+does not resolve fails at once, naming the endpoint and how to choose another. Other HTTP
+errors pass through unchanged for the caller to read (a 412 means something to it);
+`HubCaller.error` translates what is left.
 
 Example:
     >>> calls = HubCaller("org/model", RetryPolicy(sleep=lambda s: None))   # doctest: +SKIP
@@ -14,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +26,13 @@ from typing import TypeVar
 
 import httpx2
 from huggingface_hub import HfApi, get_token
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 
 from bot.errors import HubbotError
 
@@ -29,6 +40,15 @@ T = TypeVar("T")
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 RETRY_EXCEPTIONS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+NOT_FOUND = (RepositoryNotFoundError, RevisionNotFoundError, RemoteEntryNotFoundError)
+ENDPOINT_HINT = "set HF_ENDPOINT or the manifest's hub.endpoint to use another Hub"
+_RESOLVE_FAILURES = (
+    "name or service not known",
+    "nodename nor servname",
+    "temporary failure in name resolution",
+    "no address associated with hostname",
+    "getaddrinfo failed",
+)
 
 
 class HubError(HubbotError):
@@ -74,15 +94,22 @@ class HubCaller:
     repo_id: str
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     token: str | None = None
+    endpoint: str | None = None
     attempts: int = 0
     retries: int = 0
     doing: str = "talk to the Hub"
 
     @classmethod
     def for_api(cls, api: HfApi, repo_id: str, policy: RetryPolicy | None = None) -> HubCaller:
-        """A caller for `api`'s calls about `repo_id` (knows its token only to hide it)."""
+        """A caller for `api`'s calls about `repo_id`.
+
+        It knows the token `api` sends (its own, else `HF_TOKEN` or the saved login) only to
+        hide it and to say when none is set.
+        """
         token = api.token if isinstance(api.token, str) else None
-        return cls(repo_id, policy or RetryPolicy(), token=token)
+        if api.token is None:
+            token = get_token()
+        return cls(repo_id, policy or RetryPolicy(), token=token, endpoint=api.endpoint)
 
     def __call__(self, what: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """Call `fn(*args, **kwargs)`; `what` says what it does, for error messages."""
@@ -93,6 +120,8 @@ class HubCaller:
             try:
                 return fn(*args, **kwargs)
             except HfHubHTTPError as exc:
+                if isinstance(exc, NOT_FOUND) and not isinstance(exc, GatedRepoError):
+                    raise  # an answer, not a failure: the caller decides what it means
                 status = _status(exc)
                 if status in (401, 403):
                     raise self.error(what, exc) from None
@@ -101,6 +130,8 @@ class HubCaller:
                 failure: BaseException = exc
                 wait_hint = _retry_after(exc) if status == 429 else None
             except RETRY_EXCEPTIONS as exc:
+                if unresolvable(exc):
+                    raise self.error(what, exc) from None
                 failure, wait_hint = exc, None
             retry += 1
             if retry >= self.policy.max_attempts:
@@ -115,12 +146,23 @@ class HubCaller:
         """The hubbot error for a failed call: named repo, server message, never the token."""
         if not isinstance(exc, HfHubHTTPError):
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            message = f"{what} failed after {self.policy.max_attempts} attempts: {reason}"
-            return HubUnavailableError(self.repo_id, self._scrub(message))
+            where = f"the Hub at {self.endpoint}" if self.endpoint else "the Hub"
+            if unresolvable(exc):
+                message = f"{what} failed: cannot resolve the host of {where} ({reason})"
+            else:
+                attempts = self.policy.max_attempts
+                message = f"{what} failed after {attempts} attempts reaching {where}: {reason}"
+            return HubUnavailableError(self.repo_id, self._scrub(f"{message}; {ENDPOINT_HINT}"))
         status, server = _status(exc), _server_message(exc)
         kind: type[HubError] = HubError
         message = f"{what} failed (HTTP {status}): {server}"
-        if status in (401, 403):
+        if status == 401 and not self.token:
+            kind = HubAuthError
+            message = (
+                f"{what} needs a token and none is set: set HF_TOKEN or log in with "
+                f"`hf auth login` (HTTP 401: {server})"
+            )
+        elif status in (401, 403):
             why = "the Hub refused the token" if status == 401 else "the token lacks permission"
             kind, message = HubAuthError, f"{what} failed: {why} (HTTP {status}): {server}"
         elif status in RETRY_STATUS:
@@ -134,6 +176,20 @@ class HubCaller:
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+
+def unresolvable(exc: BaseException) -> bool:
+    """Whether a connection failed because the host name does not resolve (no use retrying)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return True
+        if any(text in str(current).lower() for text in _RESOLVE_FAILURES):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _status(exc: HfHubHTTPError) -> int | None:
