@@ -1,10 +1,23 @@
-"""Fetching a base model: a local folder as is, or a pinned snapshot from the Hub."""
+"""Fetching a base model: a local folder as is, or a snapshot from the Hub, saying which.
+
+The revision is resolved on the Hub first (one `model_info`, under the retry policy), then
+exactly that commit is downloaded. Where the base does not come from a fresh download of a
+pinned commit, `say` is told so: a branch or tag read at some commit, or a cached snapshot
+used because the Hub could not be reached (huggingface_hub would fall back to it silently).
+"""
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from huggingface_hub.utils import tqdm as hf_tqdm
 
 from bot.errors import HubbotError, InputError
+from bot.hub.retry import RetryPolicy
 
 # What a pruned repo is made from; the real base repo also holds `original/` and `metal/`
 # copies of the weights, which must not be downloaded.
@@ -18,6 +31,11 @@ BASE_FILES = [
     "special_tokens_map.json",
     "chat_template.jinja",
 ]
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
 
 
 def fetch_base(
@@ -27,6 +45,8 @@ def fetch_base(
     revision: str,
     endpoint: str | None = None,
     token: str | None = None,
+    say: Callable[[str], None] = _note,
+    policy: RetryPolicy | None = None,
 ) -> Path:
     """The folder holding the base checkpoint; downloads `repo`@`revision` when needed."""
     if path is not None:
@@ -41,21 +61,69 @@ def fetch_base(
         RevisionNotFoundError,
     )
 
+    from bot.hub.publish import connect
+    from bot.hub.retry import HubCaller, HubError, HubUnavailableError
+
+    api = connect(endpoint, token)
+    name = f"base model {repo}@{revision}"
+    calls = HubCaller.for_api(api, repo, policy)
+    try:
+        commit = calls("resolve the base revision", api.model_info, repo, revision=revision).sha
+    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+        raise InputError(f"{name}: {_first_line(exc)} (on {api.endpoint})") from None
+    except HfHubHTTPError as exc:
+        raise HubbotError(f"cannot download {name}: {calls.error(calls.doing, exc)}") from None
+    except HubUnavailableError as exc:
+        cached = _cached(repo, revision, token)
+        if cached is None:
+            raise HubbotError(f"cannot download {name}: {exc}") from None
+        say(f"{name}: the Hub is unreachable, using the snapshot cached at {cached} ({exc})")
+        return cached
+    except HubError as exc:
+        raise HubbotError(f"cannot download {name}: {exc}") from None
+    try:
+        folder = Path(
+            snapshot_download(
+                repo_id=repo,
+                revision=revision,  # a branch keeps its ref in the cache, for offline use
+                allow_patterns=BASE_FILES,
+                endpoint=api.endpoint,
+                token=token,
+                tqdm_class=_NoBar,
+            )
+        )
+    except (HfHubHTTPError, OSError) as exc:
+        raise HubbotError(f"cannot download {name}: {_first_line(exc)}") from None
+    if not _COMMIT.fullmatch(revision):
+        read = folder.name if _COMMIT.fullmatch(folder.name) else commit
+        pin = "pin base.revision to a commit"
+        say(f"{name} is not pinned: read at commit {str(read)[:12]} ({pin})")
+    return folder
+
+
+def _cached(repo: str, revision: str, token: str | None) -> Path | None:
+    """The complete cached snapshot of `repo`@`revision`, if there is one."""
+    from huggingface_hub import snapshot_download
+
     try:
         folder = snapshot_download(
             repo_id=repo,
             revision=revision,
             allow_patterns=BASE_FILES,
-            endpoint=endpoint,
             token=token,
+            local_files_only=True,
         )
-    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
-        raise InputError(f"base model {repo}@{revision}: {_first_line(exc)}") from None
-    except (HfHubHTTPError, OSError) as exc:
-        raise HubbotError(
-            f"cannot download base model {repo}@{revision}: {_first_line(exc)}"
-        ) from None
+    except Exception:  # anything short of a complete snapshot: none to use
+        return None
     return Path(folder)
+
+
+class _NoBar(hf_tqdm):
+    """huggingface_hub's progress bar, never shown: the build shows its own progress."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["disable"] = True
+        super().__init__(*args, **kwargs)
 
 
 def _first_line(exc: Exception) -> str:
