@@ -85,6 +85,7 @@ def release_info(manifest: Manifest, variant: Variant) -> ReleaseInfo:
         datasets=list(spec.card.datasets),
         statistics_credit=spec.card.statistics_credit,
         citation=spec.card.citation,
+        rebuild_note=spec.card.rebuild_note,
         manifest=shown,
         generation=spec.generation.model_dump(mode="json"),
     )

@@ -29,6 +29,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from bot import units
 from bot.errors import InputError
 from bot.picture import FILENAME as PICTURE
 from bot.picture import kept_experts_png
@@ -134,6 +135,7 @@ def _cell(value: Any) -> str:
 
 
 def _billions(value: int) -> str:
+    """Fixed unit (the `{params_b}` of repo names); cards use `count`."""
     return f"{value / 1e9:.1f}B"
 
 
@@ -142,6 +144,7 @@ def _thousands(value: int) -> str:
 
 
 def _gigabytes(value: int) -> str:
+    """Fixed unit; cards use `size`."""
     return f"{value / 1e9:.1f} GB"
 
 
@@ -164,6 +167,8 @@ def _environment(folder: Path) -> ImmutableSandboxedEnvironment:
         json=_json,
         shell=shlex.quote,
         cell=_cell,
+        count=units.count,
+        size=units.size,
         billions=_billions,
         thousands=_thousands,
         gigabytes=_gigabytes,

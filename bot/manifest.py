@@ -112,6 +112,11 @@ class CardSpec(_Strict):
     datasets: list[str] = Field(default_factory=list)
     statistics_credit: str | None = None
     citation: str | None = None
+    rebuild_note: str | None = Field(
+        default=None,
+        description="said on the card above its rebuild command: what rebuilding needs "
+        "beyond a checkout (e.g. a local Hub holding the base model)",
+    )
 
 
 class GenerationSpec(_Strict):

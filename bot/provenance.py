@@ -125,6 +125,7 @@ class ReleaseInfo(_Record):
     datasets: list[str]
     statistics_credit: str | None = None
     citation: str | None = None
+    rebuild_note: str | None = None
     manifest: str = Field(description="manifest path, for the reproduce command")
     generation: dict[str, Any] = Field(default_factory=dict)
 

@@ -221,3 +221,25 @@ def test_picture_places_kept_cells_by_layer_and_expert() -> None:
     assert abs(len(ys) - 2 * one) <= 0.1 * one
     with pytest.raises(InputError, match="outside"):
         kept_experts_png({"0": [4]}, experts_before=4)
+
+
+def test_numbers_read_in_units_that_fit_and_repo_links_follow_the_hub() -> None:
+    record = make_record()
+    tiny = record.stats.model_copy(
+        update={"total_params": 166_432, "active_params": 98_304, "size_bytes": 213_000}
+    )
+    text = render_card(record.model_copy(update={"stats": tiny}), TEMPLATE)
+    assert "The model has 166K parameters, of which\n98.3K are active" in text
+    assert "| Parameters (counted as BF16) | 166K (166,432) |" in text
+    assert ", 0.2 MB |" in text
+    assert "0.0B" not in text and "0.0 GB" not in text
+    # Root-relative: on huggingface.co and on a local Hub alike, the base opens where it lives.
+    assert "[openai/gpt-oss-20b](/openai/gpt-oss-20b)" in text
+    assert "huggingface.co/openai" not in text
+
+
+def test_rebuild_note_stands_above_the_rebuild_command() -> None:
+    plain = render_card(make_record(), TEMPLATE)
+    assert "HF_ENDPOINT" in plain and "local Hub" not in plain
+    noted = render_card(make_record(rebuild_note="Start the local Hub first."), TEMPLATE)
+    assert noted.index("Start the local Hub first.") < noted.index("hubbot build ")
