@@ -73,25 +73,40 @@ def validate(manifests: tuple[Path, ...]) -> None:
 @click.option("--hub", "online", is_flag=True, help="Compare with what the Hub holds.")
 @click.option("--variant", "variant_ids", multiple=True, help="Only these variants.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-@click.option("--summary", is_flag=True, help="Also append a table to $GITHUB_STEP_SUMMARY.")
+@click.option(
+    "--summary",
+    is_flag=True,
+    help="Print the Markdown summary instead, and append it to $GITHUB_STEP_SUMMARY if set.",
+)
 @_errors_to_exit_codes
 def plan(
     manifest: Path, online: bool, variant_ids: tuple[str, ...], as_json: bool, summary: bool
 ) -> None:
-    """Show what each variant of MANIFEST is and (with --hub) what it needs."""
+    """Show what each variant of MANIFEST is and (with --hub) what it needs.
+
+    A row per variant: its repo, parameters and the experts it keeps (layer 0; every
+    layer when --variant names a few).
+    """
     from bot.manifest import load_manifest
-    from bot.planning import markdown_table, plan_rows
+    from bot.planning import action_counts, markdown_table, plan_rows, text_table
 
     rows = plan_rows(load_manifest(manifest), online=online, variant_ids=variant_ids)
-    if summary and os.environ.get("GITHUB_STEP_SUMMARY"):
-        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as out:
-            out.write(markdown_table(rows))
     if as_json:
         _print_json(rows)
-        return
-    for row in rows:
-        action = f"{row['action']:<9} " if "action" in row else ""
-        click.echo(f"{action}{row['variant']:<28} {row['repo_id']}  ({row['total_params']:,})")
+    elif summary:
+        click.echo(markdown_table(rows), nl=False)
+    else:
+        for line in text_table(rows, every_layer=bool(variant_ids) and len(rows) <= 4):
+            click.echo(line)
+        click.echo(action_counts(rows))
+    if summary:
+        target = os.environ.get("GITHUB_STEP_SUMMARY")
+        if target:
+            with open(target, "a", encoding="utf-8") as out:
+                out.write(markdown_table(rows))
+            click.echo(f"plan summary appended to {target}", err=True)
+        else:
+            click.echo("$GITHUB_STEP_SUMMARY is not set: the summary is printed only", err=True)
 
 
 @cli.command()
@@ -240,7 +255,12 @@ def prune(src: Path, dst: Path, keep_file: Path, dtype: str, max_shard_bytes: in
 def scores(
     manifest: Path, domain_id: str, layer: int | None, as_json: bool, save: Path | None
 ) -> None:
-    """A domain's expert ranking per layer (best first)."""
+    """A domain's expert order per layer: the order variants keep them in.
+
+    A variant with N experts keeps each layer's first N. For `frequency` and `router_mass`
+    that is by score, highest first; for `interleave` and `inverse` it is not (see the
+    header line), so the scores shown need not descend.
+    """
     from bot.manifest import load_manifest
     from bot.selection.select import domain_ranking, domain_statistics
     from bot.selection.statistics import save_statistics
@@ -257,10 +277,26 @@ def scores(
     if as_json:
         _print_json(data)
         return
-    click.echo(f"{domain_id}: strategy {data.get('strategy')}, metric {data.get('metric')}")
+    click.echo(
+        f"{domain_id}: strategy {data.get('strategy')}, scores are {data.get('metric')}; "
+        f"order: {_order_words(loaded.domain(domain_id).selection)}"
+    )
     for row in data["layers"]:
         ranked = " ".join(f"{r['expert']}({r['score']:.3f})" for r in row["ranking"])
         click.echo(f"layer {row['layer']:>2}: {ranked}")
+
+
+def _order_words(selection: Any) -> str:
+    """What the order of `hubbot scores` is, for a domain's selection rule."""
+    strategy = selection.strategy
+    if strategy == "interleave":
+        return (
+            f"this domain's ranking alternated with {selection.with_}'s order, each expert "
+            "once (not by score); a variant keeps the first N"
+        )
+    if strategy == "inverse":
+        return f"{selection.of}'s order reversed (not by score); a variant keeps the first N"
+    return "by score, highest first, experts never met last; a variant keeps the first N"
 
 
 @cli.group()

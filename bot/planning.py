@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from bot import units
 from bot.errors import InputError
 from bot.manifest import Manifest, Variant
 from bot.selection.spec import CalibrationStatistics
@@ -71,15 +72,70 @@ def offline_plan(manifest: Manifest) -> list[dict[str, Any]]:
     return plan_rows(manifest)
 
 
+def kept_text(kept: dict[str, list[int]] | None, layer: str = "0") -> str:
+    """One layer's kept experts for a table cell, and how many layers there are."""
+    if kept is None:
+        return "known after calibration (--hub, or build)"
+    experts = " ".join(str(e) for e in kept[layer])
+    more = len(kept) - 1
+    return f"{experts} (+{more} layers)" if more else experts
+
+
+def text_table(rows: list[dict[str, Any]], *, every_layer: bool = False) -> list[str]:
+    """The plan as aligned lines under a header.
+
+    A row shows layer 0's kept experts; `every_layer` lists each layer's below its row,
+    with the reason for the action when the Hub was asked.
+    """
+    online = any("action" in r for r in rows)
+    head = [*(["action"] if online else []), "variant", "experts", "parameters", "repo"]
+    table = [[*head, "kept experts" if every_layer else "kept experts, layer 0"]]
+    for r in rows:
+        cells = [*([r.get("action", "")] if online else []), r["variant"], str(r["experts"])]
+        cells += [f"{units.count(r['total_params'])} params", r["repo_id"]]
+        listed = every_layer and r["kept_experts"] is not None
+        table.append([*cells, "" if listed else kept_text(r["kept_experts"])])
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(head))]
+    lines = []
+    for index, cells in enumerate(table):
+        padded = [c.ljust(w) for c, w in zip(cells[:-1], widths, strict=True)]
+        lines.append("  ".join([*padded, cells[-1]]).rstrip())
+        row = rows[index - 1] if index and every_layer else None
+        if row is None:
+            continue
+        if online and row.get("reason"):
+            lines.append(f"    why: {row['reason']}")
+        for layer, experts in (row["kept_experts"] or {}).items():
+            lines.append(f"    layer {layer:>2}: {' '.join(str(e) for e in experts)}")
+    return lines
+
+
+def action_counts(rows: list[dict[str, Any]]) -> str:
+    """`232 variants: 4 create, 228 no-op` (or `232 variants` offline)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        if "action" in r:
+            counts[r["action"]] = counts.get(r["action"], 0) + 1
+    parts = ", ".join(f"{n} {action}" for action, n in sorted(counts.items()))
+    return f"{len(rows)} variants" + (f": {parts}" if parts else "")
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The plan as a Markdown table (for a GitHub job summary)."""
-    head = "| variant | repo | parameters | action |\n|---|---|---:|---|\n"
+    head = (
+        "| variant | repo | parameters | kept experts, layer 0 | action |\n|---|---|---:|---|---|\n"
+    )
     body = "".join(
-        f"| {r['variant']} | `{r['repo_id']}` | {r['total_params']:,} | {r.get('action', '-')} |\n"
+        f"| {r['variant']} | `{r['repo_id']}` | {units.count(r['total_params'])} "
+        f"({r['total_params']:,}) | {kept_text(r['kept_experts'])} | {r.get('action', '-')} |\n"
         for r in rows
     )
-    todo = sum(1 for r in rows if r.get("action") not in (None, "no-op"))
-    return f"### hubbot plan: {len(rows)} variants, {todo} need work\n\n{head}{body}\n"
+    if any("action" in r for r in rows):
+        todo = sum(1 for r in rows if r.get("action") != "no-op")
+        title = f"{len(rows)} variants, {todo} need work"
+    else:
+        title = f"{len(rows)} variants (not compared with the Hub: plan --hub)"
+    return f"### hubbot plan: {title}\n\n{head}{body}\n"
 
 
 @dataclass(frozen=True)

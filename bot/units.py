@@ -12,8 +12,8 @@ _SIZE_UNITS = ((1e9, "GB"), (1e6, "MB"), (1e3, "KB"))  # model sizes: GB at most
 
 
 def _digits(value: float) -> str:
-    """Three significant figures at most: 166, 20.9, 4.2."""
-    return f"{value:.0f}" if value >= 100 else f"{value:.1f}".removesuffix(".0")
+    """Three significant figures at most: 166, 20.9, 4.2, 6.0."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
 
 
 def count(value: int | float) -> str:

@@ -110,3 +110,46 @@ def test_offline_commands_import_neither_torch_nor_transformers() -> None:
     )
     assert codes == [0, 0, 0, 0]
     assert heavy == []
+
+
+def test_plan_prints_a_header_labelled_parameters_and_kept_experts() -> None:
+    code, out, _ = run("plan", str(REAL))
+    assert code == 0
+    lines = out.splitlines()
+    assert " ".join(lines[0].split()) == "variant experts parameters repo kept experts, layer 0"
+    science = next(line for line in lines if line.startswith("science-16 "))
+    kept = json.loads(run("plan", str(REAL), "--json", "--variant", "science-16")[1])[0]
+    layer0 = " ".join(str(e) for e in kept["kept_experts"]["0"])
+    assert "11.4B params" in science and f"{layer0} (+23 layers)" in science
+    assert lines[-1] == "232 variants"
+    assert len(lines) == 1 + 232 + 1
+
+
+def test_plan_of_one_variant_lists_every_layer() -> None:
+    code, out, _ = run("plan", str(REAL), "--variant", "science-16")
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("    layer ")]
+    assert len(rows) == 24 and rows[0].startswith("    layer  0: ")
+
+
+def test_plan_summary_is_markdown_and_says_where_it_went(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    code, out, err = run("plan", str(REAL), "--summary")
+    assert code == 0
+    assert out.startswith("### hubbot plan: 232 variants (not compared with the Hub")
+    assert "| variant | repo | parameters |" in out
+    assert "GITHUB_STEP_SUMMARY is not set" in err
+
+    target = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(target))
+    code, out, err = run("plan", str(REAL), "--summary")
+    assert code == 0 and target.read_text() == out
+    assert f"appended to {target}" in err
+
+
+def test_scores_say_what_the_order_is() -> None:
+    code, out, _ = run("scores", str(REAL), "--domain", "science", "--layer", "0")
+    assert code == 0
+    header = out.splitlines()[0]
+    assert "best first" not in out
+    assert "alternated with all's order" in header and "not by score" in header
