@@ -339,13 +339,16 @@ def hub_serve(root: Path, port: int, tokens: tuple[str, ...]) -> None:
     show_default=True,
     help="Where the local Hub and builds live.",
 )
-@click.option("--serve", "keep_serving", is_flag=True, help="Keep the local Hub up afterwards.")
+@click.option(
+    "--serve", "keep_serving", is_flag=True, help="Keep the local Hub up afterwards, to browse."
+)
+@click.option("--port", default=0, show_default=True, help="The local Hub's port (0: any free).")
 @_errors_to_exit_codes
-def demo(workdir: Path, keep_serving: bool) -> None:
+def demo(workdir: Path, keep_serving: bool, port: int) -> None:
     """Build and publish the demo release to a local Hub (the embedded defaults)."""
     from bot.demo import run_demo
 
-    run_demo(workdir, keep_serving=keep_serving, echo=click.echo)
+    run_demo(workdir, keep_serving=keep_serving, port=port, echo=click.echo)
 
 
 def _echo_outcome(outcome: Any) -> None:

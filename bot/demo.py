@@ -3,7 +3,9 @@
 It runs exactly what a real release runs, on the embedded defaults: a local
 Hub-compatible server on 127.0.0.1, a tiny random GPT-OSS base model uploaded to it, and
 `manifests/demo.yaml` planned, built and published through `HfApi`. Publishing a second
-time shows that an unchanged release makes no commit.
+time shows that an unchanged release makes no commit. Everything stays under the work
+folder: the Hub's repos in `hub/`, the built folders in `staged/<variant>`. With
+`keep_serving` the Hub stays up afterwards (on `port`, if given) to browse.
 """
 
 from __future__ import annotations
@@ -14,10 +16,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from bot import units
 from bot.errors import HubbotError, InputError
 
+if TYPE_CHECKING:
+    from bot.release import Outcome
+
 DEMO_MANIFEST = Path("manifests/demo.yaml")
+DEFAULT_WORKDIR = Path(".hubbot/demo")
 
 
 def run_demo(
@@ -25,6 +33,7 @@ def run_demo(
     *,
     manifest_path: Path = DEMO_MANIFEST,
     keep_serving: bool = False,
+    port: int = 0,
     echo: Callable[[str], None] = print,
 ) -> None:
     """Seed a local Hub with the tiny base model, then publish the demo release twice."""
@@ -32,22 +41,29 @@ def run_demo(
         raise InputError(f"{manifest_path}: no such manifest (run from the repository root)")
     workdir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
-    from transformers.utils import logging as transformers_logging
-
     from bot.hub.clients import clients_pointed_at
     from bot.hub.server import HubServer
 
-    transformers_logging.disable_progress_bar()
     with (
-        HubServer(workdir / "hub", tokens=[token]) as server,
+        HubServer(workdir / "hub", tokens=[token], port=port) as server,
         clients_pointed_at(server.endpoint, token, (workdir / "hf-home").resolve()),
     ):
         _publish_demo(server.endpoint, token, manifest_path, workdir, echo)
+        staged = sorted(p.name for p in (workdir / "staged").glob("*") if p.is_dir())
+        if staged:
+            echo(f"built folders, as published: {workdir / 'staged'}/{{{','.join(staged)}}}")
         if keep_serving:
-            echo(f"serving {server.endpoint} (Ctrl-C to stop)")
+            echo(f"browse the release at {server.endpoint}/ (Ctrl-C to stop)")
             with contextlib.suppress(KeyboardInterrupt):
                 while True:
                     time.sleep(3600)
+            return
+    again = f"--workdir {workdir} " if workdir != DEFAULT_WORKDIR else ""
+    echo(
+        "the local Hub has stopped; to browse the release, serve it again with "
+        f"`hubbot hub serve --root {workdir / 'hub'} --port 8000` and open "
+        f"http://127.0.0.1:8000/ (or run `hubbot demo {again}--serve --port 8000`)"
+    )
 
 
 def _publish_demo(
@@ -65,19 +81,47 @@ def _publish_demo(
     with tempfile.TemporaryDirectory(prefix="hubbot-base-") as tmp:
         folder = write_tiny_model(Path(tmp) / "tiny", layout="mxfp4")
         seeded = seed_repo(api, base.repo, folder)
-    echo(f"local Hub at {endpoint}: base model {base.repo} at {seeded[:12]}")
+    echo(f"local Hub at {endpoint} (repos in {workdir / 'hub'})")
+    echo(f"base model {base.repo} at {seeded[:12]}")
 
+    staging = workdir / "staged"
     started = time.perf_counter()
-    first = publish_release(manifest, api, workdir=workdir, on_outcome=_printer(echo))
-    echo(f"published {len(first)} variants in {time.perf_counter() - started:.1f} s")
-    second = publish_release(manifest, api, workdir=workdir)
+    first = publish_release(
+        manifest, api, workdir=workdir, staging=staging, on_outcome=_printer(echo)
+    )
+    echo(f"published in {time.perf_counter() - started:.1f} s: {tally(first)}")
+    started = time.perf_counter()
+    second = publish_release(manifest, api, workdir=workdir, staging=staging)
     commits = sum(1 for o in second if o.result and o.result.commit)
-    echo(f"published again: {commits} commits (an unchanged release changes nothing)")
+    echo(
+        f"published again: {commits} commits, {_actions(second)} in "
+        f"{time.perf_counter() - started:.1f} s (an unchanged release changes nothing)"
+    )
     failed = [o for o in first + second if o.error]
     if failed:
         raise HubbotError(f"{len(failed)} demo variants failed")
     _load_one(manifest.variants[0].repo_id, echo)
-    echo(f"browse the release at {endpoint}/")
+
+
+def _actions(outcomes: list[Outcome]) -> str:
+    """`4 create` or `1 card-only, 3 no-op` (failures counted as `failed`)."""
+    by_action: dict[str, int] = {}
+    for o in outcomes:
+        key = "failed" if o.error else str(o.action)
+        by_action[key] = by_action.get(key, 0) + 1
+    return ", ".join(f"{n} {action}" for action, n in by_action.items())
+
+
+def tally(outcomes: list[Outcome]) -> str:
+    """What a publish did: `4 create, 4 commits, 40 files, 1.0 MB sent` or `4 no-op, no commit`."""
+    parts = [_actions(outcomes)]
+    results = [o.result for o in outcomes if o.result is not None and o.result.commit]
+    if not results:
+        return ", ".join([*parts, "no commit"])
+    files = sum(len(r.uploaded) + len(r.deleted) for r in results)
+    sent = sum(r.bytes_uploaded for r in results)
+    commits = f"{len(results)} commit" + ("s" if len(results) != 1 else "")
+    return ", ".join([*parts, commits, f"{files} files", f"{units.size(sent)} sent"])
 
 
 def _printer(echo: Callable[[str], None]) -> Callable[[object], None]:
@@ -89,9 +133,12 @@ def _printer(echo: Callable[[str], None]) -> Callable[[object], None]:
         name = getattr(variant, "repo_id", "?")
         if error:
             echo(f"  FAILED {name}: {error}")
+        elif result is not None and result.commit:
+            sent = units.size(result.bytes_uploaded)
+            files = f"{len(result.uploaded)} files"
+            echo(f"  {action:<9} {name}: commit {result.commit[:12]}, {files}, {sent}")
         elif result is not None:
-            commit = (result.commit or "no commit")[:12]
-            echo(f"  {action:<9} {name}: commit {commit}, {len(result.uploaded)} files")
+            echo(f"  {action:<9} {name}: no commit (nothing differs)")
         else:
             echo(f"  {action:<9} {name}")
 
@@ -103,10 +150,13 @@ def _load_one(repo_id: str, echo: Callable[[str], None]) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Mxfp4Config
 
-    tokenizer = AutoTokenizer.from_pretrained(repo_id)
-    model = AutoModelForCausalLM.from_pretrained(
-        repo_id, quantization_config=Mxfp4Config(dequantize=True)
-    )
+    from bot.examples import quiet_loading
+
+    with quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(repo_id)
+        model = AutoModelForCausalLM.from_pretrained(
+            repo_id, quantization_config=Mxfp4Config(dequantize=True)
+        )
     inputs = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Hello"}],
         add_generation_prompt=True,

@@ -19,7 +19,10 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +92,37 @@ class LoadedModel:
     dequantized: bool
 
 
+class _AskedToDequantize(logging.Filter):
+    """Drops transformers' advice to set `use_kernels=True` for MXFP4 on CPU.
+
+    We load MXFP4 off CUDA with `Mxfp4Config(dequantize=True)`: unpacking to BF16 is what
+    we asked for, so the advice does not apply.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("MXFP4 inference on CPU requires use_kernels")
+
+
+_DEQUANTIZE_ADVICE = _AskedToDequantize()
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Within the block, transformers loads without its tqdm bars or the MXFP4-on-CPU advice."""
+    from transformers.utils import logging as transformers_logging
+
+    quantizer_log = logging.getLogger("transformers.quantizers.quantizer_mxfp4")
+    quantizer_log.addFilter(_DEQUANTIZE_ADVICE)
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        quantizer_log.removeFilter(_DEQUANTIZE_ADVICE)
+        if shown:
+            transformers_logging.enable_progress_bar()
+
+
 def load_model(model_dir: Path, *, device: str | None = None) -> LoadedModel:
     """Load a checkpoint folder on `device` (or the best one) in that device's dtype."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, Mxfp4Config
@@ -100,10 +134,11 @@ def load_model(model_dir: Path, *, device: str | None = None) -> LoadedModel:
     if packed and not device.startswith("cuda"):
         options["quantization_config"] = Mxfp4Config(dequantize=True)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=dtype, device_map=device, trust_remote_code=False, **options
-        )
+        with quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(
+                model_dir, dtype=dtype, device_map=device, trust_remote_code=False, **options
+            )
     except (OSError, ValueError) as exc:
         raise InputError(f"{model_dir}: cannot load model: {exc}") from None
     # Where transformers has no MXFP4 kernels it unpacks on its own; read back what it did.
@@ -233,32 +268,29 @@ class _StepClock:
     """
 
     def __init__(self, device: str, prompts: int, max_new_tokens: int, progress: bool) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+        from bot.progress import steps
 
         self._sync = device.startswith("cuda")
-        self._progress = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-            disable=not progress,
+        plural = "prompt" if prompts == 1 else "prompts"
+        self._bar = steps(
+            f"answering {prompts} {plural}",
+            total=max_new_tokens,
+            unit="new tokens each",
+            enabled=progress,
         )
-        self._task = self._progress.add_task(f"answering {prompts} prompt(s)", total=max_new_tokens)
+        self._advance: Any = None
         self._start = 0.0
         self._steps: list[float] = []
         self.wall_seconds = 0.0
 
     def __enter__(self) -> _StepClock:
-        self._progress.start()
+        self._advance = self._bar.__enter__()
         self._start = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall_seconds = time.perf_counter() - self._start
-        self._progress.stop()
+        self._bar.__exit__(None, None, None)
 
     def __call__(
         self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any
@@ -266,7 +298,7 @@ class _StepClock:
         if self._sync:
             torch.cuda.synchronize()
         self._steps.append(time.perf_counter() - self._start)
-        self._progress.advance(self._task)
+        self._advance()
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     def seconds_until(self, tokens: int) -> float:

@@ -87,11 +87,14 @@ def publish_release(
     workdir: Path | None = None,
     device: str | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    staging: Path | None = None,
 ) -> list[Outcome]:
     """Carry the plan out: build and commit what needs it; report each variant's outcome.
 
     A failing variant is reported and the others go on; nothing half-published stays
-    behind, since each variant is one commit.
+    behind, since each variant is one commit. Built folders are deleted once published,
+    unless `staging` is given: then each stays in `staging/<variant id>` (the demo's, to
+    look at; a real release is hundreds of GB).
     """
     outcomes = []
     base: Path | None = None
@@ -114,12 +117,11 @@ def publish_release(
                     outcome = Outcome(row.variant, row.action, result)
                 else:
                     base = base or fetch_manifest_base(manifest)
+                    out = (staging or Path(scratch)) / row.variant.id
+                    if out.exists():
+                        shutil.rmtree(out)  # the previous build of this variant
                     built = build_variant(
-                        manifest,
-                        row.variant,
-                        Path(scratch) / row.variant.id,
-                        base_folder=base,
-                        device=device,
+                        manifest, row.variant, out, base_folder=base, device=device
                     )
                     try:
                         result = publish_folder(
@@ -131,7 +133,8 @@ def publish_release(
                             message=f"hubbot: {row.action} {row.variant.id}",
                         )
                     finally:
-                        shutil.rmtree(built.folder)  # a release is hundreds of GB: one at a time
+                        if staging is None:  # a release is hundreds of GB: one at a time
+                            shutil.rmtree(built.folder)
                     outcome = Outcome(row.variant, row.action, result)
             except HubbotError as exc:
                 outcome = Outcome(row.variant, row.action, None, error=str(exc))

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_publishes_the_release_then_changes_nothing(tmp_path: Path) -> None:
+def test_demo_publishes_the_release_then_changes_nothing(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     from bot.demo import run_demo
 
+    caplog.set_level(logging.WARNING)
     lines: list[str] = []
     run_demo(tmp_path / "demo", manifest_path=ROOT / "manifests" / "demo.yaml", echo=lines.append)
     text = "\n".join(lines)
@@ -17,3 +23,29 @@ def test_demo_publishes_the_release_then_changes_nothing(tmp_path: Path) -> None
     assert "published again: 0 commits" in text
     assert "from the local Hub with transformers: generated" in text
     assert (tmp_path / "demo" / "hub").is_dir()
+    # Counted: what happened, not how many variants there are.
+    assert "published in " in text and ": 4 create, 4 commits, 40 files, " in text
+    assert "published again: 0 commits, 4 no-op in " in text
+    # The ending: the server has stopped, so say how to serve it again; where the folders are.
+    staged = tmp_path / "demo" / "staged"
+    assert sorted(p.name for p in staged.iterdir()) == [
+        "general-4",
+        "general-6",
+        "math-4",
+        "math-6",
+    ]
+    assert (staged / "general-4" / "README.md").is_file()
+    assert f"{staged}/{{general-4,general-6,math-4,math-6}}" in text
+    assert lines[-1].startswith("the local Hub has stopped")
+    assert f"hubbot hub serve --root {tmp_path / 'demo' / 'hub'} --port 8000" in lines[-1]
+    assert "--serve --port 8000" in lines[-1]
+    # Quiet: no other library's bars or advice that does not apply.
+    err = capfd.readouterr().err + caplog.text
+    for noise in ("use_kernels", "No files have been modified", "it/s]", "Loading weights"):
+        assert noise not in err, err
+
+    lines.clear()
+    run_demo(tmp_path / "demo", manifest_path=ROOT / "manifests" / "demo.yaml", echo=lines.append)
+    text = "\n".join(lines)
+    assert text.count("  no-op ") == 4 and ": 4 no-op, no commit" in text, text
+    assert "No files have been modified" not in capfd.readouterr().err + caplog.text

@@ -34,8 +34,14 @@ BASE_FILES = [
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
+_SAID: set[str] = set()
+
+
 def _note(text: str) -> None:
-    print(f"note: {text}", file=sys.stderr)
+    """Print a note on stderr, once per process (a release fetches its base many times)."""
+    if text not in _SAID:
+        _SAID.add(text)
+        print(f"note: {text}", file=sys.stderr)
 
 
 def fetch_base(

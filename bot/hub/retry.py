@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -32,6 +33,11 @@ from huggingface_hub.errors import (
     RemoteEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
+)
+from huggingface_hub.utils import (
+    are_progress_bars_disabled,
+    disable_progress_bars,
+    enable_progress_bars,
 )
 
 from bot.errors import HubbotError
@@ -118,7 +124,8 @@ class HubCaller:
         while True:
             self.attempts += 1
             try:
-                return fn(*args, **kwargs)
+                with _no_bars():
+                    return fn(*args, **kwargs)
             except HfHubHTTPError as exc:
                 if isinstance(exc, NOT_FOUND) and not isinstance(exc, GatedRepoError):
                     raise  # an answer, not a failure: the caller decides what it means
@@ -176,6 +183,18 @@ class HubCaller:
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+
+@contextmanager
+def _no_bars() -> Iterator[None]:
+    """huggingface_hub's tqdm bars off for one call: hubbot reports each step itself."""
+    shown = not are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if shown:
+            enable_progress_bars()
 
 
 def unresolvable(exc: BaseException) -> bool:

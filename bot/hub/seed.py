@@ -6,16 +6,21 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
+from bot.hub.plan import changed_files, local_files
+from bot.hub.remote import read_state
 from bot.hub.retry import HubCaller
 
 
 def seed_repo(api: HfApi, repo_id: str, folder: Path, *, private: bool = False) -> str:
     """Create `repo_id` if needed and upload `folder` to it; return the head commit id.
 
-    An upload that changes nothing makes no commit.
+    A folder the repo already holds is not uploaded again: no request for an empty commit.
     """
     calls = HubCaller.for_api(api, repo_id, None)
     calls("create repo", api.create_repo, repo_id, private=private, exist_ok=True)
+    state = read_state(api, repo_id, calls)
+    if state.head and not changed_files(local_files(folder), state):
+        return state.head
     info = calls(
         "upload folder",
         api.upload_folder,

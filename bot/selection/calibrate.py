@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import Progress
 
 from bot.descriptors import descriptor_for
 from bot.errors import HubbotError, InputError
+from bot.progress import steps
 from bot.selection.spec import CalibrationStatistics, DatasetTexts
 from bot.selection.statistics import ExpertStatistics, make_statistics
 
@@ -186,22 +185,22 @@ def calibrate(
     if not encoded:
         raise InputError("calibration texts give no tokens")
     counter = RouterCounter(model, target)
-    console = Console(stderr=True)
     was_training = model.training
     model.eval()
     try:
         with (
             counter.attached(),
             torch.inference_mode(),
-            Progress(console=console, transient=True, disable=not progress) as bar,
+            steps(
+                "calibrating routers", total=len(encoded), unit="texts", enabled=progress
+            ) as advance,
         ):
-            task = bar.add_task("calibrating routers", total=len(encoded))
             for start in range(0, len(encoded), batch_size):
                 batch = encoded[start : start + batch_size]
                 ids, mask = _pad(batch, target)
                 counter.mask = mask.reshape(-1).bool()
                 model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
-                bar.advance(task, len(batch))
+                advance(len(batch))
     finally:
         model.train(was_training)
     total = sum(len(ids) for ids in encoded)
