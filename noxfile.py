@@ -12,6 +12,10 @@ nox -s cards -- manifests/gpt-oss-20b.yaml
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "tests"]
@@ -22,13 +26,39 @@ CONSTRAINTS = ("-c", "constraints.txt")
 
 
 def _install(session: nox.Session, extras: str = "") -> None:
+    location = getattr(session.virtualenv, "location", None)
+    if location and not any(Path(location).glob("lib/python*/site-packages/torch/__init__.py")):
+        session.log(
+            "first run: installing torch, transformers and the other pinned dependencies "
+            f"into {os.path.relpath(location)} (about 1 GB, a minute or two); "
+            "later runs reuse it"
+        )
     session.install(*CONSTRAINTS, "-e", f".{extras}")
+
+
+def _browser(session: nox.Session) -> None:
+    """The page tests need Chromium: install Debian's package when we may (root, apt-get)."""
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    if os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
+        session.log("no Chromium and no root apt-get: the browser tests will skip")
+        return
+    session.log("installing Chromium (apt-get install chromium) for the browser tests")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        session.run("apt-get", "update", "-qq", external=True, env=env, silent=True)
+        session.run(
+            "apt-get", "install", "-y", "-qq", "chromium", external=True, env=env, silent=True
+        )
+    except nox.command.CommandFailed:
+        session.log("apt-get could not install Chromium: the browser tests will skip")
 
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the test suite (two workers; pass pytest options after --)."""
     _install(session, "[test]")
+    _browser(session)
     session.run("python", "-m", "pytest", "-n", "2", "-q", *session.posargs)
 
 
