@@ -71,6 +71,12 @@ def test_an_unreachable_hub_with_nothing_cached_fails_naming_it(hub_server, seed
     assert "HF_ENDPOINT" in str(caught.value)
 
 
-def test_a_missing_base_is_bad_input(hub_server):
-    with pytest.raises(InputError, match=f"base model {REPO}@main"):
+def test_a_missing_base_is_bad_input_naming_the_hub(hub_server):
+    with pytest.raises(InputError, match=f"base model {REPO}@main: no such repo on ") as caught:
         _fetch("main", [], hub_server.endpoint)
+    assert hub_server.endpoint in str(caught.value) and "HF_ENDPOINT" in str(caught.value)
+
+
+def test_a_missing_revision_is_bad_input(hub_server, seeded: str):
+    with pytest.raises(InputError, match="the repo has no revision v9"):
+        _fetch("v9", [], hub_server.endpoint)

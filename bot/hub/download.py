@@ -75,8 +75,13 @@ def fetch_base(
     calls = HubCaller.for_api(api, repo, policy)
     try:
         commit = calls("resolve the base revision", api.model_info, repo, revision=revision).sha
-    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
-        raise InputError(f"{name}: {_first_line(exc)} (on {api.endpoint})") from None
+    except RevisionNotFoundError:
+        raise InputError(f"{name}: the repo has no revision {revision} on {api.endpoint}") from None
+    except RepositoryNotFoundError:
+        raise InputError(
+            f"{name}: no such repo on {api.endpoint} (or it is private and the token, if any, "
+            "has no access); set HF_ENDPOINT or the manifest's hub.endpoint for another Hub"
+        ) from None
     except HfHubHTTPError as exc:
         raise HubbotError(f"cannot download {name}: {calls.error(calls.doing, exc)}") from None
     except HubUnavailableError as exc:
