@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -95,3 +96,21 @@ def test_a_refused_connection_is_retried_and_names_the_endpoint(hub_server):
 def test_unresolvable_reads_the_cause_chain():
     assert unresolvable(_unresolved())
     assert not unresolvable(httpx2.ConnectError("[Errno 111] Connection refused"))
+
+
+def test_plan_and_matrix_against_a_hub_without_the_repos_and_no_token(anonymous: HfApi):
+    from click.testing import CliRunner
+
+    from bot.cli import cli
+
+    manifest = str(Path(__file__).resolve().parents[1] / "manifests" / "gpt-oss-20b.yaml")
+    env = {"HF_ENDPOINT": anonymous.endpoint}
+    chosen = ["--variant", "science-16", "--variant", "math-4"]
+    plan = CliRunner().invoke(cli, ["plan", manifest, "--hub", *chosen], env=env)
+    assert plan.exit_code == 0, plan.output
+    assert plan.stdout.splitlines()[-1] == "2 variants: 2 create"
+    assert "refused" not in plan.output and "401" not in plan.output
+    matrix = CliRunner().invoke(cli, ["matrix", manifest], env=env)
+    assert matrix.exit_code == 0, matrix.output
+    jobs = json.loads(matrix.stdout)["include"]
+    assert len(jobs) == 232 and {job["action"] for job in jobs} == {"create"}
