@@ -18,6 +18,7 @@ from bot.hub.retry import (
     HubCaller,
     HubUnavailableError,
     RetryPolicy,
+    no_network,
     unresolvable,
 )
 from bot.provenance import Digests
@@ -96,6 +97,8 @@ def test_a_refused_connection_is_retried_and_names_the_endpoint(hub_server):
 def test_unresolvable_reads_the_cause_chain():
     assert unresolvable(_unresolved())
     assert not unresolvable(httpx2.ConnectError("[Errno 111] Connection refused"))
+    assert no_network(httpx2.ConnectError("[Errno 101] Network is unreachable"))
+    assert not no_network(httpx2.ConnectError("[Errno 111] Connection refused"))
 
 
 def test_plan_and_matrix_against_a_hub_without_the_repos_and_no_token(anonymous: HfApi):

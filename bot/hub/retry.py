@@ -7,9 +7,9 @@ dropped connections or timeouts with exponential backoff, and turns 401/403 into
 `HubAuthError` at once. A repo, revision or file that does not exist passes through as
 huggingface_hub's not-found error whatever the status (the Hub answers an anonymous request
 for a missing repo with 401): for a plan, a missing repo is a `create`. A host name that
-does not resolve fails at once, naming the endpoint and how to choose another. Other HTTP
-errors pass through unchanged for the caller to read (a 412 means something to it);
-`HubCaller.error` translates what is left.
+does not resolve, or a network that is unreachable, fails at once, naming the endpoint
+and how to choose another. Other HTTP errors pass through unchanged for the caller to
+read (a 412 means something to it); `HubCaller.error` translates what is left.
 
 Example:
     >>> calls = HubCaller("org/model", RetryPolicy(sleep=lambda s: None))   # doctest: +SKIP
@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -137,7 +138,7 @@ class HubCaller:
                 failure: BaseException = exc
                 wait_hint = _retry_after(exc) if status == 429 else None
             except RETRY_EXCEPTIONS as exc:
-                if unresolvable(exc):
+                if unresolvable(exc) or no_network(exc):
                     raise self.error(what, exc) from None
                 failure, wait_hint = exc, None
             retry += 1
@@ -156,6 +157,8 @@ class HubCaller:
             where = f"the Hub at {self.endpoint}" if self.endpoint else "the Hub"
             if unresolvable(exc):
                 message = f"{what} failed: cannot resolve the host of {where} ({reason})"
+            elif no_network(exc):
+                message = f"{what} failed: no network route to {where} ({reason})"
             else:
                 attempts = self.policy.max_attempts
                 message = f"{what} failed after {attempts} attempts reaching {where}: {reason}"
@@ -197,18 +200,30 @@ def _no_bars() -> Iterator[None]:
             enable_progress_bars()
 
 
-def unresolvable(exc: BaseException) -> bool:
-    """Whether a connection failed because the host name does not resolve (no use retrying)."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what caused it, and so on."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, socket.gaierror):
-            return True
-        if any(text in str(current).lower() for text in _RESOLVE_FAILURES):
-            return True
+        yield current
         current = current.__cause__ or current.__context__
-    return False
+
+
+def unresolvable(exc: BaseException) -> bool:
+    """Whether a connection failed because the host name does not resolve (no use retrying)."""
+    return any(
+        isinstance(e, socket.gaierror) or any(t in str(e).lower() for t in _RESOLVE_FAILURES)
+        for e in _chain(exc)
+    )
+
+
+def no_network(exc: BaseException) -> bool:
+    """Whether a connection failed because this machine has no route out (no use retrying)."""
+    return any(
+        getattr(e, "errno", None) == errno.ENETUNREACH or "network is unreachable" in str(e).lower()
+        for e in _chain(exc)
+    )
 
 
 def _status(exc: HfHubHTTPError) -> int | None:
