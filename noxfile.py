@@ -28,10 +28,11 @@ CONSTRAINTS = ("-c", "constraints.txt")
 def _install(session: nox.Session, extras: str = "") -> None:
     location = getattr(session.virtualenv, "location", None)
     if location and not any(Path(location).glob("lib/python*/site-packages/torch/__init__.py")):
+        where = Path(location).resolve()
+        shown = where.relative_to(Path.cwd()) if where.is_relative_to(Path.cwd()) else where
         session.log(
             "first run: installing torch, transformers and the other pinned dependencies "
-            f"into {os.path.relpath(location)} (about 1 GB, a minute or two); "
-            "later runs reuse it"
+            f"into {shown} (about 1 GB, a minute or two); later runs reuse it"
         )
     session.install(*CONSTRAINTS, "-e", f".{extras}")
 
