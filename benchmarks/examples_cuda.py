@@ -1,8 +1,11 @@
 """Example runs on an NVIDIA GPU: one batched `generate` against one prompt at a time.
 
-Two models, both built on the GPU machine itself (nothing downloaded):
+Models (nothing downloaded):
 
-- `tiny`: the test fixture (`bot.fixtures.write_tiny_model`), BF16 and MXFP4 layouts;
+- `trained`: the trained tiny model shipped in the package (`bot/data/tiny-moe`, MXFP4
+  experts), or the folder given with --trained, asked the `TRAINED_PROMPTS` (held-out
+  arithmetic and continuations), whose greedy answers are clear, not near ties;
+- `tiny`: the random test fixture (`bot.fixtures.write_tiny_model`), BF16 and MXFP4 layouts;
 - `20b-16`: the gpt-oss-20b architecture (manifests/gpt-oss-20b.config.json) with 16
   experts per layer and random BF16 weights, saved with `save_pretrained` next to the
   fixture's small harmony tokenizer. The output-head rows of ids that tokenizer lacks are
@@ -16,6 +19,7 @@ they first differ if not, whether the seeded runs repeat, and peak GPU memory.
 
 Usage:
     python benchmarks/examples_cuda.py [--prompts 8] [--tokens 64] [--out results.json]
+        [--models trained,tiny,tiny-mxfp4,20b-16] [--trained FOLDER]
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch
 from bot.examples import DTYPES, LoadedModel, generate_examples, load_model
 from bot.fixtures import write_tiny_model, write_tokenizer
 from bot.fixtures.tiny import tiny_generation_config
+from bot.fixtures.trained import trained_model_folder
 from bot.manifest import GenerationSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +53,20 @@ PROMPTS = [
     "Describe how a bicycle gear system works, for a ten-year-old.",
     "Which is heavier, a kilogram of feathers or a kilogram of iron?",
     "Write a polite two-line email declining a meeting.",
+]
+TRAINED_PROMPTS = [
+    "What is 38 + 47?",
+    "What is 91 - 36?",
+    "What is 7 times 8?",
+    "Add 64 and 29.",
+    "Continue this Python code:\n\ndef read_lines(path):\n    with open(path) as f:",
+    "Continue this text:\n\nReturn a new list containing the items of the",
+    'Continue this licence text:\n\nTHE SOFTWARE IS PROVIDED "AS IS", WITHOUT',
+    "What is 55 - 18?",
+    "Compute 23 + 69.",
+    "Continue this Python code:\n\nclass Stack:\n    def __init__(self):",
+    "What is 12 × 11?",
+    "Continue this text:\n\nThis module provides functions for",
 ]
 
 
@@ -165,6 +184,7 @@ def measure(
         "seeded_repeats": [e.completion for e in sampled[0].examples]
         == [e.completion for e in sampled[1].examples],
         "finished": [e.finished for e in batched.examples],
+        "answers": [[p, e.final] for p, e in zip(prompts, batched.examples, strict=True)],
     }
     del loaded
     _empty_cache(device)
@@ -175,7 +195,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--models", default="tiny,tiny-mxfp4,20b-16")
+    parser.add_argument("--models", default="trained,tiny,tiny-mxfp4,20b-16")
+    parser.add_argument("--trained", type=Path, default=None, help="trained model folder")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--device", default="cuda", help="cpu only to try the script out")
@@ -190,12 +211,14 @@ def main() -> None:
         DTYPES[args.device] = getattr(torch, args.dtype)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device")
-    prompts = PROMPTS[: args.prompts]
     results = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for name in args.models.split(","):
             start = time.perf_counter()
-            if name == "tiny":
+            prompts = (TRAINED_PROMPTS if name == "trained" else PROMPTS)[: args.prompts]
+            if name == "trained":
+                folder = args.trained or trained_model_folder()
+            elif name == "tiny":
                 folder = write_tiny_model(Path(tmp) / name, layout="bf16")
             elif name == "tiny-mxfp4":
                 folder = write_tiny_model(Path(tmp) / name, layout="mxfp4")

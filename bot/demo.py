@@ -1,7 +1,8 @@
 """The demo: the demo release of a tiny model, published to a local Hub.
 
 It runs exactly what a real release runs, on the embedded defaults: a local
-Hub-compatible server on 127.0.0.1, a tiny random GPT-OSS base model uploaded to it, and
+Hub-compatible server on 127.0.0.1, hubbot's trained tiny GPT-OSS model (`bot/data/tiny-moe`)
+uploaded to it as the base, and
 `manifests/demo.yaml` planned, built and published through `HfApi`. Publishing a second
 time shows that an unchanged release makes no commit. Everything stays under the work
 folder: the Hub's repos in `hub/`, the built folders in `staged/<variant>`. With
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +36,7 @@ def run_demo(
     port: int = 0,
     echo: Callable[[str], None] = print,
 ) -> None:
-    """Seed a local Hub with the tiny base model, then publish the demo release twice."""
+    """Seed a local Hub with the trained tiny base model, then publish the demo release twice."""
     if not manifest_path.is_file():
         raise InputError(f"{manifest_path}: no such manifest (run from the repository root)")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,7 @@ def run_demo(
 def _publish_demo(
     endpoint: str, token: str, manifest_path: Path, workdir: Path, echo: Callable[[str], None]
 ) -> None:
-    from bot.fixtures import write_tiny_model
+    from bot.fixtures.trained import trained_model_folder
     from bot.hub.publish import connect
     from bot.hub.seed import seed_repo
     from bot.manifest import load_manifest
@@ -78,9 +78,7 @@ def _publish_demo(
     manifest = load_manifest(manifest_path)
     api = connect(endpoint, token)
     base = manifest.spec.base
-    with tempfile.TemporaryDirectory(prefix="hubbot-base-") as tmp:
-        folder = write_tiny_model(Path(tmp) / "tiny", layout="mxfp4")
-        seeded = seed_repo(api, base.repo, folder)
+    seeded = seed_repo(api, base.repo, trained_model_folder())
     echo(f"local Hub at {endpoint} (repos in {workdir / 'hub'})")
     echo(f"base model {base.repo} at {seeded[:12]}")
 

@@ -25,9 +25,9 @@ def local_release(tmp_path: Path) -> Path:
     """The demo manifest reading its base model from a local folder, short generations."""
     (tmp_path / "manifests").mkdir()
     shutil.copytree(ROOT / "templates", tmp_path / "templates")
-    shutil.copy(ROOT / "manifests" / "tiny-gpt-oss.config.json", tmp_path / "manifests")
+    shutil.copy(ROOT / "tests" / "data" / "tiny-gpt-oss.config.json", tmp_path / "manifests")
     write_tiny_model(tmp_path / "base", layout="mxfp4")
-    text = (ROOT / "manifests" / "demo.yaml").read_text()
+    text = (ROOT / "tests" / "data" / "random-release.yaml").read_text()
     text = text.replace("  revision: main\n", "  revision: main\n  path: ../base\n")
     path = tmp_path / "manifests" / "demo.yaml"
     path.write_text(text.replace("max_new_tokens: 24", "max_new_tokens: 4"))

@@ -46,8 +46,8 @@ def release(tmp_path: Path, hub_api: HfApi) -> Path:
     """A copy of the demo release (short generations) with its base model on the Hub."""
     (tmp_path / "manifests").mkdir()
     shutil.copytree(ROOT / "templates", tmp_path / "templates")
-    shutil.copy(ROOT / "manifests" / "tiny-gpt-oss.config.json", tmp_path / "manifests")
-    text = (ROOT / "manifests" / "demo.yaml").read_text()
+    shutil.copy(ROOT / "tests" / "data" / "tiny-gpt-oss.config.json", tmp_path / "manifests")
+    text = (ROOT / "tests" / "data" / "random-release.yaml").read_text()
     path = tmp_path / "manifests" / "demo.yaml"
     path.write_text(text.replace("max_new_tokens: 24", "max_new_tokens: 6"))
     manifest = load_manifest(path)
