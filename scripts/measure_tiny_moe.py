@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.examples import load_model  # noqa: E402
-from bot.fixtures.trained import (  # noqa: E402
+from bot.examples import load_model
+from bot.fixtures.trained import (
     DOMAINS,
     TEXT_DOMAINS,
     arithmetic_accuracy,
@@ -34,9 +34,9 @@ from bot.fixtures.trained import (  # noqa: E402
     top_k_overlap,
     trained_model_folder,
 )
-from bot.prune import prune_checkpoint  # noqa: E402
-from bot.selection.calibrate import calibrate  # noqa: E402
-from bot.selection.strategies import final_orders, ranking  # noqa: E402
+from bot.prune import prune_checkpoint
+from bot.selection.calibrate import calibrate
+from bot.selection.strategies import final_orders, ranking
 
 
 def main(argv: list[str] | None = None) -> int:

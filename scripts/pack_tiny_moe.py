@@ -5,7 +5,8 @@ Reads the BF16 folder `scripts/train_tiny_moe.py` saved and the corpus' tokenize
 (packed by `bot.mxfp4`, bit-exact since training ended on MXFP4 values), everything else
 BF16, in three shards named ``model-0000N-of-00002.safetensors`` with an index, and
 config.json (with ``quantization_config``), generation_config.json, tokenizer.json,
-tokenizer_config.json and chat_template.jinja. A NOTICE already in `--out` is kept; every
+tokenizer_config.json and chat_template.jinja. NOTICE, README.md and training.json (written
+by hand, and from the training runs' metrics) are kept; every
 other file there is replaced. With `--heldout`, also copies a few held-out texts per text
 domain (never trained on) into `--heldout-out` for tests and calibration.
 
@@ -41,7 +42,7 @@ MODULES_TO_NOT_CONVERT = [
 ]
 HELDOUT_TEXTS = 40
 HELDOUT_CHARS = 1500
-KEPT = ("NOTICE",)
+KEPT = ("NOTICE", "README.md", "training.json")
 
 
 def _write_json(path: Path, data: object) -> None:

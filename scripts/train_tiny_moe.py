@@ -5,7 +5,7 @@ hidden size 256), trained from scratch on what `scripts/build_tiny_moe_corpus.py
 each batch row is one domain's (arithmetic chat, Python, prose, licence text), drawn with
 fixed weights; a text-domain row is either a window of raw text or packed chat pairs.
 
-Two things differ from a plain `model(**batch)` loop, neither in what is saved:
+Three things differ from a plain `model(**batch)` loop, none in what is saved:
 
 - the experts compute densely (every expert on every token, weighted by the router's top-k
   softmax, zero elsewhere): the same function and gradients as transformers' loop over
@@ -13,11 +13,25 @@ Two things differ from a plain `model(**batch)` loop, neither in what is saved:
 - for the last `--qat` fraction of steps the expert weights pass through MXFP4 fake
   quantization (straight-through gradient), so the model learns to work with the 4-bit
   experts it ships with. At the end the experts are replaced by their MXFP4 values, which
-  BF16 holds exactly, so `scripts/pack_tiny_moe.py` reproduces them bit for bit.
+  BF16 holds exactly, so `scripts/pack_tiny_moe.py` reproduces them bit for bit;
+- experts specialise by domain on purpose: each domain owns 4 of the 16 experts per layer
+  (a seeded draw, `expert_groups`), a routing loss pulls each row's router probability
+  towards its domain's experts, and in `--route-mask` of the rows the router may choose
+  only among them. Large MoE models specialise by domain only in part; this model does it
+  clearly, so that pruning for a domain (which finds the experts by calibration, knowing
+  nothing of the groups) visibly keeps what the domain needs and loses the rest.
 
 Written to --out: the model (`save_pretrained`, BF16, shards under 15 MB) and
 `train-metrics.json` (losses, steps, wall time, held-out accuracy and perplexity as
 evaluated here). Needs torch, transformers, numpy, tokenizers; a GPU for speed.
+
+The shipped model was trained in two stages on one H200 (figures in
+bot/data/tiny-moe/README.md):
+
+    python scripts/train_tiny_moe.py --corpus C --out stage1 --steps 2800 --route-mask 0 \
+        --route-loss 0
+    python scripts/train_tiny_moe.py --corpus C --out stage2 --init stage1 --steps 1400 \
+        --lr 1e-3 --warmup 100
 
 Usage:
     python scripts/train_tiny_moe.py --corpus CORPUS --out OUT [--steps 5000] [--seed 0]
@@ -40,6 +54,9 @@ MIXTURE = {"arithmetic": 0.35, "python": 0.3, "prose": 0.2, "legal": 0.15}
 """Share of batch rows per domain."""
 CHAT_SHARE = 0.5
 """Share of a text domain's rows that are chat pairs rather than raw text."""
+
+GROUP = 4
+"""Experts each domain owns per layer."""
 
 _FP4_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 _FP4_MIDPOINTS = (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0)
@@ -111,6 +128,29 @@ def fake_mxfp4(weight: torch.Tensor, axis: int) -> torch.Tensor:
     return weight + (q - weight).detach()
 
 
+def expert_groups(layers: int, experts: int, seed: int) -> torch.Tensor:
+    """[domains, layers, experts] bool: the experts each domain owns in each layer."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    owned = torch.zeros(len(MIXTURE), layers, experts, dtype=torch.bool)
+    for layer in range(layers):
+        order = torch.randperm(experts, generator=gen)
+        for domain in range(len(MIXTURE)):
+            owned[domain, layer, order[domain * GROUP : (domain + 1) * GROUP]] = True
+    return owned
+
+
+def grouped_router_forward(self, hidden_states):
+    """GptOssTopKRouter.forward, with `self.route_bias` (0 or -1e4 per token and expert)
+    added before the top-k while training; keeps the plain logits for the routing loss."""
+    logits = torch.nn.functional.linear(hidden_states, self.weight, self.bias)
+    self.raw_logits = logits
+    bias = getattr(self, "route_bias", None)
+    chosen = logits if bias is None else logits + bias.to(logits.dtype)
+    top_value, top_index = torch.topk(chosen, self.top_k, dim=-1)
+    scores = torch.nn.functional.softmax(top_value, dim=1, dtype=top_value.dtype)
+    return chosen, scores, top_index
+
+
 def dense_experts_forward(self, hidden_states, router_indices=None, routing_weights=None):
     """GptOssExperts.forward computed densely (same outputs and gradients)."""
     tokens = hidden_states.shape[0]
@@ -165,12 +205,18 @@ class Batches:
                 break
         return ids, labels
 
-    def batch(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token ids, labels (-100 on padding) and each row's domain index."""
         picks = self.rng.choice(len(self.domains), size=rows, p=self.weights / self.weights.sum())
         pairs = [self.row(self.domains[i]) for i in picks]
         ids = torch.from_numpy(np.stack([p[0] for p in pairs]))
         labels = torch.from_numpy(np.stack([p[1] for p in pairs]))
-        return ids.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        domains = torch.from_numpy(picks.astype(np.int64))
+        return (
+            ids.to(self.device, non_blocking=True),
+            labels.to(self.device, non_blocking=True),
+            domains.to(self.device, non_blocking=True),
+        )
 
 
 @torch.no_grad()
@@ -247,12 +293,18 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="seconds: cut --steps to what fits, measured after 50 steps",
     )
+    parser.add_argument(
+        "--route-mask", type=float, default=0.5, help="share of rows routed in-domain only"
+    )
+    parser.add_argument("--route-loss", type=float, default=0.05, help="routing loss weight")
+    parser.add_argument("--init", type=Path, default=None, help="start from this saved model")
+    parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssExperts
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssExperts, GptOssTopKRouter
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -264,10 +316,22 @@ def main(argv: list[str] | None = None) -> int:
     data = model_config(len(tokenizer), ids)
     config = AutoConfig.for_model(**{k: v for k, v in data.items() if k != "architectures"})
     config.architectures = data["architectures"]
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).to(args.device)
+    if args.init:  # a second stage starts from an earlier stage's saved model
+        model = AutoModelForCausalLM.from_pretrained(args.init, dtype=torch.float32)
+        for key in ("hidden_size", "num_hidden_layers", "num_local_experts", "vocab_size"):
+            if getattr(model.config, key) != getattr(config, key):
+                raise SystemExit(f"--init {args.init}: {key} differs from the script's config")
+        model = model.to(args.device)
+    else:
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).to(args.device)
     experts = [m for m in model.modules() if isinstance(m, GptOssExperts)]
     for module in experts:
         module.forward = types.MethodType(dense_experts_forward, module)
+    routers = [m for m in model.modules() if isinstance(m, GptOssTopKRouter)]
+    for module in routers:
+        module.forward = types.MethodType(grouped_router_forward, module)
+    owned = expert_groups(len(routers), config.num_local_experts, args.seed).to(args.device)
+    mask_rng = torch.Generator(device="cpu").manual_seed(args.seed + 2)
     print(f"parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M", flush=True)
 
     batches = Batches(args.corpus, args.seq, tokenizer.pad_token_id, args.seed, args.device)
@@ -279,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         betas=(0.9, 0.95),
         fused=args.device == "cuda",
     )
-    steps, warmup = args.steps, 200
+    steps, warmup = args.steps, args.warmup
     log: list[dict] = []
     model.train()
     started = time.perf_counter()
@@ -296,12 +360,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         for group in optimizer.param_groups:
             group["lr"] = lr
-        input_ids, labels = batches.batch(args.batch)
+        input_ids, labels, domains = batches.batch(args.batch)
+        masked = (torch.rand(len(domains), generator=mask_rng) < args.route_mask).to(args.device)
+        for layer, module in enumerate(routers):
+            mine = owned[domains, layer]  # [rows, experts]
+            bias = torch.where(mine | ~masked[:, None], 0.0, -1e4)
+            module.route_bias = bias.repeat_interleave(args.seq, dim=0)
         with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.device == "cuda"):
             out = model(
                 input_ids=input_ids, labels=labels, output_router_logits=True, use_cache=False
             )
-        out.loss.backward()
+        real = (labels != -100).reshape(-1)
+        route_loss = 0.0
+        for layer, module in enumerate(routers):
+            logp = torch.log_softmax(module.raw_logits.float(), dim=-1)
+            mine = owned[domains, layer].repeat_interleave(args.seq, dim=0)
+            in_group = torch.logsumexp(logp.masked_fill(~mine, -1e4), dim=-1)
+            route_loss = route_loss - in_group[real].mean() / len(routers)
+        (out.loss + args.route_loss * route_loss).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -317,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                 "step": step,
                 "loss": round(float(out.loss), 4),
                 "aux": round(float(out.aux_loss), 4),
+                "route": round(float(route_loss), 4),
                 "lr": lr,
                 "qat": qat,
                 "seconds": round(time.perf_counter() - started, 1),
@@ -325,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(entry), flush=True)
     train_seconds = time.perf_counter() - started
 
+    for module in routers:
+        del module.forward, module.route_bias, module.raw_logits
     with torch.no_grad():  # the experts become their MXFP4 values (exact in BF16)
         for module in experts:
             module.gate_up_proj.copy_(fake_mxfp4(module.gate_up_proj, axis=-2))
@@ -347,7 +426,14 @@ def main(argv: list[str] | None = None) -> int:
         "batch": args.batch,
         "seq": args.seq,
         "lr": args.lr,
+        "init": str(args.init) if args.init else None,
         "qat_share": args.qat,
+        "route_mask": args.route_mask,
+        "route_loss": args.route_loss,
+        "expert_groups": {
+            d: [torch.nonzero(owned[i, layer]).flatten().tolist() for layer in range(len(routers))]
+            for i, d in enumerate(MIXTURE)
+        },
         "train_seconds": round(train_seconds, 1),
         "device": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
         "torch": torch.__version__,
