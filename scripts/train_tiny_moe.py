@@ -30,7 +30,7 @@ bot/data/tiny-moe/README.md):
 
     python scripts/train_tiny_moe.py --corpus C --out stage1 --steps 2800 --route-mask 0 \
         --route-loss 0
-    python scripts/train_tiny_moe.py --corpus C --out stage2 --init stage1 --steps 1400 \
+    python scripts/train_tiny_moe.py --corpus C --out stage2 --init stage1 --steps 1300 \
         --lr 1e-3 --warmup 100
 
 Usage:
