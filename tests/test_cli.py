@@ -24,7 +24,7 @@ def test_shipped_manifests_are_valid() -> None:
     code, out, _ = run("validate", str(REAL), str(ROOT / "manifests" / "demo.yaml"))
     assert code == 0
     assert "gpt-oss-20b.yaml: ok (232 variants)" in out
-    assert "demo.yaml: ok (4 variants)" in out
+    assert "demo.yaml: ok (8 variants)" in out
 
 
 def test_real_plan_names_232_variants_by_the_seed_scheme() -> None:

@@ -67,8 +67,8 @@ def test_config_has_the_real_files_form() -> None:
     assert "quantization_config" not in tiny_config(layout="per_expert")
 
 
-def test_pinned_demo_config_matches_the_generator() -> None:
-    pinned = (REPO_ROOT / "manifests" / "tiny-gpt-oss.config.json").read_text()
+def test_pinned_random_release_config_matches_the_generator() -> None:
+    pinned = (REPO_ROOT / "tests" / "data" / "tiny-gpt-oss.config.json").read_text()
     assert pinned == json.dumps(tiny_config(layout="mxfp4"), indent=2, sort_keys=True) + "\n"
 
 

@@ -87,6 +87,11 @@ def test_release_layout_is_the_real_one() -> None:
     assert sum(p.stat().st_size for p in folder.iterdir()) <= 15_000_000
 
 
+def test_demo_manifest_pins_the_shipped_config() -> None:
+    pinned = Path(__file__).resolve().parents[1] / "manifests" / "tiny-moe.config.json"
+    assert pinned.read_text() == (trained_model_folder() / "config.json").read_text()
+
+
 def test_chat_template_renders_what_training_saw(base: LoadedModel) -> None:
     text = base.tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is 2 + 3?"}],
