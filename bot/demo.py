@@ -88,6 +88,7 @@ def _publish_demo(
         manifest, api, workdir=workdir, staging=staging, on_outcome=_printer(echo)
     )
     echo(f"published in {time.perf_counter() - started:.1f} s: {tally(first)}")
+    _show_answers(staging, echo)
     started = time.perf_counter()
     second = publish_release(manifest, api, workdir=workdir, staging=staging)
     commits = sum(1 for o in second if o.result and o.result.commit)
@@ -98,7 +99,9 @@ def _publish_demo(
     failed = [o for o in first + second if o.error]
     if failed:
         raise HubbotError(f"{len(failed)} demo variants failed")
-    _load_one(manifest.variants[0].repo_id, echo)
+    variant = manifest.variants[0]
+    examples = manifest.domain(variant.domain).examples
+    _load_one(variant.repo_id, examples[0] if examples else "Hello", echo)
 
 
 def _actions(outcomes: list[Outcome]) -> str:
@@ -143,12 +146,32 @@ def _printer(echo: Callable[[str], None]) -> Callable[[object], None]:
     return show
 
 
-def _load_one(repo_id: str, echo: Callable[[str], None]) -> None:
-    """Download one published variant with transformers and generate a few tokens."""
+def _show_answers(staging: Path, echo: Callable[[str], None]) -> None:
+    """Each built variant's example answers, as its card shows them (one line each)."""
+    from bot.provenance import FILENAME, read_provenance
+
+    for record_path in sorted(staging.glob(f"*/{FILENAME}")):
+        record = read_provenance(record_path)
+        if record.examples is None:
+            continue
+        echo(f"  answers of {record_path.parent.name}:")
+        for example in record.examples.examples:
+            answer = example.final or example.completion
+            echo(f"    {_one_line(example.prompt)} -> {_one_line(answer)}")
+
+
+def _one_line(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _load_one(repo_id: str, prompt: str, echo: Callable[[str], None]) -> None:
+    """Download one published variant with transformers and answer one of its examples."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Mxfp4Config
 
     from bot.examples import quiet_loading
+    from bot.harmony import parse_harmony
 
     with quiet_loading():
         tokenizer = AutoTokenizer.from_pretrained(repo_id)
@@ -156,12 +179,14 @@ def _load_one(repo_id: str, echo: Callable[[str], None]) -> None:
             repo_id, quantization_config=Mxfp4Config(dequantize=True)
         )
     inputs = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "Hello"}],
+        [{"role": "user", "content": prompt}],
         add_generation_prompt=True,
         return_tensors="pt",
         return_dict=True,
     )
     with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
-    new = out.shape[1] - inputs["input_ids"].shape[1]
-    echo(f"loaded {repo_id} from the local Hub with transformers: generated {new} tokens")
+        out = model.generate(**inputs, max_new_tokens=24, do_sample=False)
+    text = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=False)
+    parsed = parse_harmony(text)
+    answer = parsed.final or text
+    echo(f"loaded {repo_id} from the local Hub with transformers: {prompt} -> {_one_line(answer)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,16 @@ def test_demo_publishes_the_release_then_changes_nothing(
     text = "\n".join(lines)
     assert text.count("  create ") == n, text
     assert "published again: 0 commits" in text
-    assert "from the local Hub with transformers: generated" in text
+    # Readable answers: every variant's examples are printed, and the arithmetic variants add up.
+    for variant_id in ids:
+        assert f"  answers of {variant_id}:" in text
+    sums = re.findall(r"What is (\d+) \+ (\d+)\? -> \1 \+ \2 = (\d+)", text)
+    assert len(sums) >= 4, text
+    assert all(int(a) + int(b) == int(c) for a, b, c in sums), sums
+    loaded = re.search(
+        r"from the local Hub with transformers: What is (\d+) \+ (\d+)\? -> .*= (\d+)", text
+    )
+    assert loaded and int(loaded[1]) + int(loaded[2]) == int(loaded[3]), text
     assert (tmp_path / "demo" / "hub").is_dir()
     # Counted: what happened, not how many variants there are.
     assert "published in " in text and f": {n} create, {n} commits, " in text
