@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import HubbotError, InputError
+from bot.inputs import json_depth_exceeds, read_json
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -49,6 +50,7 @@ DTYPE_BYTES = {
     "I64": 8, "U64": 8, "F64": 8,
 }  # fmt: skip
 _MAX_HEADER = 100 * 1024 * 1024
+_MAX_HEADER_DEPTH = 8  # a header nests 3 deep: {name: {"shape": [...]}}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux
@@ -101,8 +103,15 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
             raw = f.read(length)
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    if json_depth_exceeds(raw, _MAX_HEADER_DEPTH):
+        raise InputError(
+            f"{path}: corrupt safetensors header: JSON nested deeper than "
+            f"{_MAX_HEADER_DEPTH} levels"
+        )
     try:
         header = json.loads(raw)
+    except RecursionError:
+        raise InputError(f"{path}: corrupt safetensors header: JSON nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{path}: corrupt safetensors header: not JSON ({exc})") from None
     if not isinstance(header, dict):
@@ -176,6 +185,14 @@ def open_checkpoint(folder: Path) -> Checkpoint:
             if info is None:
                 raise InputError(f"{index_path}: tensor {name} is not in its shard {shard_name}")
             tensors[name] = info
+        unlisted = [t for h in headers.values() for t in h.values() if t.name not in weight_map]
+        if unlisted:
+            raise InputError(
+                "\n".join(
+                    f"{t.file}: holds tensor {t.name}, which {index_path.name} does not list"
+                    for t in unlisted[:50]
+                )
+            )
     header_bytes = sum(min((t.start for t in h.values()), default=8) for h in headers.values())
     shards = tuple(folder / name for name in shard_names)
     return Checkpoint(folder, index_path, shards, tensors, header_bytes)
@@ -183,9 +200,9 @@ def open_checkpoint(folder: Path) -> Checkpoint:
 
 def _read_index(path: Path) -> dict[str, str]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable index: {exc}") from None
+        data = read_json(path)
+    except InputError as exc:
+        raise InputError(f"not a readable index: {exc}") from None
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise InputError(f"{path}: no 'weight_map' of tensor name -> shard file")

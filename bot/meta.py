@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 
@@ -14,7 +15,13 @@ def meta_model(config: dict[str, Any]) -> Any:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    data = {k: v for k, v in config.items() if k not in ("quantization_config", "model_type")}
+    # A deep copy: transformers fills in nested dicts (rope_scaling gets rope_theta), and the
+    # caller's config must stay as it was (it is written out, maybe on another thread).
+    data = {
+        k: copy.deepcopy(v)
+        for k, v in config.items()
+        if k not in ("quantization_config", "model_type")
+    }
     hf_config = AutoConfig.for_model(config["model_type"], **data)
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(hf_config)

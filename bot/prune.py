@@ -3,10 +3,11 @@
 Only safetensors headers and the byte ranges of kept experts are read (the expert axis is
 dim 0, so each kept expert is one contiguous range), in file order, and written straight
 into new shards; the model is never materialised. MXFP4 stays MXFP4 unless `dtype="bf16"`
-asks for a dequantized checkpoint, which is still produced one expert at a time. Output is
-built in a temporary folder beside `dst`, checked against the tensors the model class
-expects (`bot.verify`), then renamed into place: a failed or killed run leaves no `dst`,
-and a rerun gives byte-identical files.
+asks for a dequantized checkpoint, which is still produced one expert at a time. The plan
+is checked against the tensors the model class expects (`bot.verify`) before anything is
+written; output is built in a temporary folder beside `dst`, read back, then put in place
+(`bot.folders`: only a destination hubbot can prove it wrote is replaced): a failed or
+killed run leaves the old `dst` or none, and a rerun gives byte-identical files.
 
 Example:
     >>> pruned = prune_checkpoint(Path("gpt-oss-20b"), Path("out/code-16"),
@@ -17,11 +18,11 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -54,8 +55,10 @@ from bot.checkpoint import (
 )
 from bot.descriptors import ExpertLayout, ModelDescriptor, TensorSpec, descriptor_for
 from bot.errors import HubbotError, InputError
+from bot.folders import Claim, check_disjoint, claim_destination, new_partial, replace_folder
+from bot.inputs import MAX_JSON_BYTES, json_depth_exceeds, read_input_file
 from bot.provenance import FILENAME, BaseRef, Provenance, SelectionRecord, write_provenance
-from bot.verify import check_structure, expected_tensors, read_config
+from bot.verify import Expected, check_structure, expected_tensors, read_config
 
 if TYPE_CHECKING:
     from bot.mxfp4 import TransposedDecoder
@@ -90,11 +93,16 @@ class PrunedModel:
 
 def load_keep(path: Path) -> dict[int, list[int]]:
     """Read a keep list: `{"0": [3, 7, ...], ...}`, or a `hubbot.json`/selection record with
-    `kept_experts`. `InputError` naming the file if it is neither."""
+    `kept_experts`. `InputError` naming the file if it is neither.
+
+    A layer is spelt one way only, in ASCII digits without leading zeros (`"0"`, `"12"`),
+    and given once; no key of any object may repeat.
+    """
+    raw = read_input_file(Path(path), limit=MAX_JSON_BYTES)
+    if json_depth_exceeds(raw):
+        raise InputError(f"{path}: JSON nested too deeply")
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        data = json.loads(raw, object_pairs_hook=functools.partial(_no_repeats, path))
     except ValueError as exc:
         raise InputError(f"{path}: not valid JSON: {exc}") from None
     if isinstance(data, dict) and isinstance(data.get("selection"), dict):
@@ -105,12 +113,28 @@ def load_keep(path: Path) -> dict[int, list[int]]:
         raise InputError(f"{path}: expected an object of layer -> list of experts")
     keep: dict[int, list[int]] = {}
     for layer, experts in data.items():
-        if not (str(layer).isdigit() and isinstance(experts, list)):
-            raise InputError(f"{path}: entry {layer!r}: expected layer number -> list of experts")
+        if not (_LAYER_KEY.fullmatch(layer) and isinstance(experts, list)):
+            raise InputError(
+                f"{path}: entry {layer!r}: expected a layer number (ASCII digits, no leading "
+                "zeros) -> list of experts"
+            )
         if not all(isinstance(e, int) and not isinstance(e, bool) for e in experts):
             raise InputError(f"{path}: layer {layer}: experts must be integers")
         keep[int(layer)] = experts
     return keep
+
+
+_LAYER_KEY = re.compile(r"0|[1-9][0-9]{0,8}", re.ASCII)
+
+
+def _no_repeats(path: Path, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; `InputError` if a key repeats (JSON would keep the last)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise InputError(f"{path}: key {key!r} is given twice")
+        out[key] = value
+    return out
 
 
 def prune_checkpoint(
@@ -149,26 +173,22 @@ def prune_checkpoint(
     jobs = _plan(descriptor, layout, config, ckpt, kept, dequantize)
     out_config = descriptor.rewrite_config(config, len(kept[0]), drop_quantization=dequantize)
     draft = _provenance_draft(provenance, kept, src, out_layout.name)
-    _check_destination(src, dst)
+    claim = _check_destination(src, dst)
+    expected = expected_tensors(out_config, [job.out.name for job in jobs])
+    _check_plan(jobs, expected, ckpt)
 
     return_freed_buffers()
-    tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}"
-    _remove_stale(dst)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # the expected tensor table (the descriptor's arithmetic) is built while we copy
-        expected = pool.submit(expected_tensors, out_config, [job.out.name for job in jobs])
+    tmp = new_partial(dst)
+    try:
+        result = _write(src, tmp, ckpt, jobs, out_config, max_shard_bytes, draft)
         try:
-            result = _write(src, tmp, ckpt, jobs, out_config, max_shard_bytes, draft)
-            try:
-                check_structure(open_checkpoint(tmp), expected.result())
-            except InputError as exc:
-                raise HubbotError(f"pruned checkpoint failed verification:\n{exc}") from None
-            _replace(tmp, dst)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            check_structure(open_checkpoint(tmp), expected)  # what was written, read back
+        except InputError as exc:
+            raise HubbotError(f"pruned checkpoint failed verification:\n{exc}") from None
+        replace_folder(tmp, claim)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return PrunedModel(
         path=dst,
         kept=kept,
@@ -260,11 +280,35 @@ def _check_tensors(
         raise InputError("\n".join(problems[:50]))
 
 
-def _check_destination(src: Path, dst: Path) -> None:
-    if dst.resolve() == src.resolve():
-        raise InputError(f"{dst}: the destination is the source")
-    if dst.exists() and not (dst / FILENAME).is_file():
-        raise InputError(f"{dst}: exists and is not a hubbot output; remove it or pick another")
+def _check_plan(jobs: list[_Job], expected: Expected, ckpt: Checkpoint) -> None:
+    """The planned output is exactly the model class's tensors; else name the source file."""
+    problems = []
+    planned = {job.out.name: job for job in jobs}
+    for name, job in planned.items():
+        first = job.ranges[0] if job.ranges else job.packed[0][0]
+        want = expected.get(name)
+        if want is None:
+            problems.append(f"{first.file}: tensor {name} is not one the model of config.json has")
+        elif job.out.shape != want[0]:
+            problems.append(
+                f"{first.file}: tensor {name} would be {list(job.out.shape)}, the model of "
+                f"config.json has {list(want[0])}"
+            )
+        elif job.out.dtype != want[1]:
+            problems.append(f"{first.file}: tensor {name} is {job.out.dtype}, expected {want[1]}")
+    where = ckpt.index or ckpt.folder
+    for name, (shape, dtype) in expected.items():
+        if name not in planned:
+            problems.append(f"{where}: lacks tensor {name} ({dtype} {list(shape)})")
+    if problems:
+        more = f"\n... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        raise InputError("\n".join(problems[:50]) + more)
+
+
+def _check_destination(src: Path, dst: Path) -> Claim:
+    """`dst` neither overlaps `src` nor holds anything hubbot cannot prove it wrote."""
+    check_disjoint(src, dst)
+    return claim_destination(dst)
 
 
 def _provenance_draft(
@@ -657,38 +701,3 @@ def _other_files(src: Path) -> list[Path]:
         and not p.name.endswith(".index.json")
         and p.name not in _NOT_COPIED
     )
-
-
-# ---------------------------------------------------------------- folders
-
-
-def _remove_stale(dst: Path) -> None:
-    """Remove temporary folders of earlier runs for `dst` whose process is gone."""
-    if not dst.parent.is_dir():
-        return
-    for path in dst.parent.glob(f".{dst.name}.*-*"):
-        kind, _, pid = path.name[len(dst.name) + 2 :].rpartition("-")
-        if kind in ("partial", "old") and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _replace(tmp: Path, dst: Path) -> None:
-    """Rename `tmp` to `dst`; an earlier hubbot output at `dst` is moved aside, then removed."""
-    if not dst.exists():
-        os.rename(tmp, dst)
-        return
-    old = dst.parent / f".{dst.name}.old-{os.getpid()}"
-    os.rename(dst, old)
-    os.rename(tmp, dst)
-    with contextlib.suppress(OSError):
-        shutil.rmtree(old)

@@ -12,15 +12,18 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from bot.checkpoint import Checkpoint, open_checkpoint
 from bot.descriptors import descriptor_for
 from bot.errors import InputError
+from bot.inputs import read_json
 
 _FLOAT_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
+
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+"""A config.json is a few KB; more is not one."""
 
 Expected = dict[str, tuple[tuple[int, ...], str]]
 
@@ -71,12 +74,7 @@ def expected_tensors(config: dict[str, Any], names: Any = ()) -> Expected:
 
 def read_config(path: Path) -> dict[str, Any]:
     """A `config.json` as a dict; `InputError` naming the file if it is not one."""
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    except ValueError as exc:
-        raise InputError(f"{path}: not valid JSON: {exc}") from None
+    config = read_json(path, limit=MAX_CONFIG_BYTES)
     if not isinstance(config, dict):
         raise InputError(f"{path}: not a JSON object")
     return config
