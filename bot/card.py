@@ -76,6 +76,11 @@ def render_card(record: Provenance, template: Path) -> str:
     return text
 
 
+def check_template(template: Path) -> None:
+    """Parse a card template without rendering it; `InputError` with its file and line."""
+    _template(Path(template).resolve())
+
+
 def write_card(folder: Path, record: Provenance, template: Path) -> list[Path]:
     """Render and check the card, then write `README.md` and `experts.png` into `folder`."""
     text = render_card(record, template)

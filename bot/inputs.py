@@ -22,6 +22,8 @@ from bot.errors import InputError
 
 MAX_JSON_BYTES = 64 * 1024 * 1024
 """Largest JSON side file (config, index, keep list, provenance) read."""
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+"""A config.json is a few KB; more is not one."""
 MAX_JSON_DEPTH = 64
 """Deepest nesting of arrays and objects accepted; real files nest 5 deep at most."""
 
@@ -36,8 +38,16 @@ _KINDS = {
 }
 
 
+class UnreadableFile(InputError):
+    """A file that cannot be read as input; `reason` says why, without the path."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
+
+
 def read_input_file(path: Path, *, limit: int) -> bytes:
-    """The bytes of regular file `path`, at most `limit` of them; `InputError` otherwise.
+    """The bytes of regular file `path`, at most `limit` of them; `UnreadableFile` otherwise.
 
     The file is opened without blocking (a pipe with no writer does not hang us) and
     checked to be a regular file before anything is read.
@@ -45,21 +55,21 @@ def read_input_file(path: Path, *, limit: int) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        raise UnreadableFile(path, f"cannot read: {exc.strerror}") from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
-            raise InputError(f"{path}: is {kind}, not a regular file")
+            raise UnreadableFile(path, f"is {kind}, not a regular file")
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(limit + 1)
     except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        raise UnreadableFile(path, f"cannot read: {exc.strerror}") from None
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise InputError(f"{path}: larger than {limit:,} bytes")
+        raise UnreadableFile(path, f"is larger than {limit:,} bytes")
     return data
 
 

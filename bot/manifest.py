@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
+import re
 import string
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,11 +27,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bot.checkpoint import INDEX_FILE
 from bot.errors import InputError, Problem
+from bot.inputs import MAX_CONFIG_BYTES, loads_json, read_input_file
 from bot.selection.spec import SelectionSpec, StatisticsSpec
 from bot.yamlsrc import YamlDocument, load_yaml
 
 NAME_FIELDS = ("base_name", "domain", "experts", "params_b")
+MAX_TEMPLATE_BYTES = 1024 * 1024
 _ID = r"^[a-z0-9][a-z0-9_]*$"
 
 
@@ -106,7 +110,9 @@ class CardSpec(_Strict):
     """What the model card says beyond the computed facts."""
 
     template: str = "../templates/model_card.md.j2"
-    license: str = "apache-2.0"
+    license: str = Field(default="apache-2.0", description="a Hub licence id, or 'other'")
+    license_name: str | None = Field(default=None, description="with license: other")
+    license_link: str | None = Field(default=None, description="with license: other")
     language: list[str] = Field(default_factory=lambda: ["en"])
     tags: list[str] = Field(default_factory=list)
     datasets: list[str] = Field(default_factory=list)
@@ -218,6 +224,7 @@ def load_manifest(path: str | Path) -> Manifest:
     except ValidationError as exc:
         raise InputError(_located(exc, doc)) from None
     base_config, problems = _read_base_config(path, spec, doc)
+    problems += _check_names(path, spec, doc)
     if base_config is not None:
         problems += _check_counts(spec, base_config, doc)
         problems += _check_naming(spec, doc)
@@ -291,12 +298,12 @@ def _read_base_config(
 
     where = ("base", "config")
     config_path = path.parent / spec.base.config
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not config_path.exists():
         return None, [doc.problem(where, f"base config snapshot {config_path} does not exist")]
-    except (OSError, ValueError) as exc:
-        return None, [doc.problem(where, f"cannot read base config {config_path}: {exc}")]
+    try:
+        config = loads_json(read_input_file(config_path, limit=MAX_CONFIG_BYTES), config_path)
+    except InputError as exc:
+        return None, [doc.problem(where, f"cannot read base config: {exc}")]
     if not isinstance(config, dict):
         return None, [doc.problem(where, f"{config_path} is not a JSON object")]
     missing = [
@@ -315,11 +322,142 @@ def _read_base_config(
     return config, []
 
 
+def repository_root(manifest_path: Path) -> Path:
+    """The repository a manifest belongs to: the nearest folder above it holding `.git`,
+    else the folder above the manifest's own (hubbot's layout: `manifests/` beside
+    `templates/`). Files a manifest names for publishing must lie inside it."""
+    folder = manifest_path.resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder.parent
+
+
 def _check_template(path: Path, spec: ManifestSpec, doc: YamlDocument) -> list[Problem]:
+    from bot.card import check_template
+
+    where = ("card", "template")
     template = path.parent / spec.card.template
-    if template.is_file():
-        return []
-    return [doc.problem(("card", "template"), f"card template {template} does not exist")]
+    root = repository_root(path)
+    if not template.resolve().is_relative_to(root):
+        return [
+            doc.problem(
+                where,
+                f"card template {spec.card.template} lies outside the repository ({root}); "
+                "templates must be part of the release's repository",
+            )
+        ]
+    if not template.exists():
+        return [doc.problem(where, f"card template {template} does not exist")]
+    try:
+        read_input_file(template, limit=MAX_TEMPLATE_BYTES).decode("utf-8")
+        check_template(template)
+    except UnicodeDecodeError as exc:
+        return [doc.problem(where, f"card template {template} is not UTF-8: {exc.reason}")]
+    except InputError as exc:
+        return [doc.problem(where, f"card template: {exc}")]
+    return []
+
+
+def _check_names(path: Path, spec: ManifestSpec, doc: YamlDocument) -> list[Problem]:
+    """Repo ids, licence, endpoint, base folder and runner names: what the Hub would refuse."""
+    from bot.card import HUB_LICENSES
+
+    problems = []
+    if not _is_repo_id(spec.base.repo, owner=False):
+        problems.append(
+            doc.problem(("base", "repo"), f"{spec.base.repo!r} is not a Hub repo id (owner/name)")
+        )
+    if spec.base.path is not None:
+        folder = path.parent / spec.base.path
+        lacks = _model_folder_lacks(folder)
+        if lacks:
+            problems.append(
+                doc.problem(("base", "path"), f"{folder} is not a model folder: {lacks}")
+            )
+    card = spec.card
+    if card.license not in HUB_LICENSES:
+        hint = difflib.get_close_matches(card.license, sorted(HUB_LICENSES), n=1)
+        suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+        problems.append(
+            doc.problem(
+                ("card", "license"),
+                f"license {card.license!r} is not a Hub licence id{suffix}; for another "
+                "licence use 'other' with license_name (and license_link)",
+            )
+        )
+    elif card.license == "other" and not card.license_name:
+        problems.append(doc.problem(("card", "license"), "license 'other' needs license_name"))
+    if card.license_name is not None and not _LICENSE_NAME.fullmatch(card.license_name):
+        problems.append(
+            doc.problem(
+                ("card", "license_name"),
+                f"license_name {card.license_name!r}: use lowercase letters, digits, '-' and '.'",
+            )
+        )
+    if card.license != "other" and (card.license_name or card.license_link):
+        problems.append(
+            doc.problem(("card", "license"), "license_name and license_link go with license: other")
+        )
+    if card.license_link is not None and not _is_http_url(card.license_link):
+        problems.append(
+            doc.problem(("card", "license_link"), "license_link must be an http(s) URL")
+        )
+    for i, dataset in enumerate(card.datasets):
+        if not _is_repo_id(dataset, owner=True):
+            problems.append(
+                doc.problem(
+                    ("card", "datasets", i), f"{dataset!r} is not a Hub dataset id (owner/name)"
+                )
+            )
+    if spec.hub.endpoint is not None and not _is_http_url(spec.hub.endpoint):
+        problems.append(
+            doc.problem(
+                ("hub", "endpoint"), f"endpoint {spec.hub.endpoint!r} must be an http(s) URL"
+            )
+        )
+    ids = [d.id for d in spec.domains]
+    for name in spec.ci.runners:
+        if name not in ids:
+            hint = difflib.get_close_matches(name, ids, n=1)
+            suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+            problems.append(
+                doc.problem(("ci", "runners", name), f"no domain {name!r}{suffix}", key=True)
+            )
+    return problems
+
+
+_LICENSE_NAME = re.compile(r"[a-z0-9][a-z0-9.-]*")
+
+
+def _is_repo_id(value: str, *, owner: bool) -> bool:
+    """Whether the Hub accepts `value` as a repo id (`owner/name`; `name` alone if not `owner`)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if value.count("/") != 1 and (owner or "/" in value):
+        return False
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urllib.parse.urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _model_folder_lacks(folder: Path) -> str:
+    """What keeps `folder` from being a model folder ('' when nothing does)."""
+    if not folder.is_dir():
+        return "no such folder" if not folder.exists() else "not a folder"
+    if not (folder / "config.json").is_file():
+        return "it has no config.json"
+    if not ((folder / "model.safetensors").is_file() or (folder / INDEX_FILE).is_file()):
+        return f"it has no model.safetensors or {INDEX_FILE}"
+    return ""
 
 
 def _top_k(config: dict[str, Any]) -> int:
@@ -334,31 +472,35 @@ def _check_counts(spec: ManifestSpec, config: dict[str, Any], doc: YamlDocument)
         (("domains", i, "experts"), d.experts) for i, d in enumerate(spec.domains) if d.experts
     ]
     for where, block in blocks:
-        if not block.values():
-            problems.append(doc.problem(where, "no expert count left after exclusions"))
+        found = []
         for field in ("counts", "min", "max"):
             raw = getattr(block, field)
             for i, n in enumerate(raw if isinstance(raw, list) else [raw]):
                 if n is None or low <= n <= high:
                     continue
                 loc = (*where, field, i) if isinstance(raw, list) else (*where, field)
-                problems.append(
+                found.append(
                     doc.problem(
                         loc,
                         f"expert count {n} is outside {low}..{high} (the base model routes "
                         f"each token to {low} of {high} experts)",
                     )
                 )
+        if not found and not block.values():  # bounded now: the range is at most `high` long
+            found.append(doc.problem(where, "no expert count left after exclusions"))
+        problems += found
     return problems
 
 
 def _check_naming(spec: ManifestSpec, doc: YamlDocument) -> list[Problem]:
     problems = []
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(spec.naming) if f is not None]
+        parsed = list(string.Formatter().parse(spec.naming))
     except ValueError as exc:
         return [doc.problem(("naming",), f"bad naming template: {exc}")]
-    for name in fields:
+    for _, name, format_spec, _ in parsed:
+        if name is None:
+            continue
         if name not in NAME_FIELDS:
             hint = difflib.get_close_matches(name, NAME_FIELDS, n=1)
             suffix = f" (did you mean {{{hint[0]}}}?)" if hint else ""
@@ -369,7 +511,25 @@ def _check_naming(spec: ManifestSpec, doc: YamlDocument) -> list[Problem]:
                     f"unknown placeholder {{{name}}} in naming template{suffix}; known: {allowed}",
                 )
             )
-    return problems
+        elif format_spec and ("{" in format_spec or _too_wide(format_spec)):
+            problems.append(
+                doc.problem(
+                    ("naming",),
+                    f"placeholder {{{name}:{format_spec}}}: a format spec may not nest fields "
+                    "or ask for more than 96 characters (the Hub's limit for a name)",
+                )
+            )
+    if problems:
+        return problems
+    try:  # with values of the types expansion uses
+        spec.naming.format(base_name=spec.base.name, domain="domain", experts=16, params_b="1.0")
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        return [doc.problem(("naming",), f"naming template cannot be filled in: {exc}")]
+    return []
+
+
+def _too_wide(format_spec: str) -> bool:
+    return any(int(n) > 96 for n in re.findall(r"\d+", format_spec))
 
 
 def _check_domains(spec: ManifestSpec, doc: YamlDocument) -> list[Problem]:

@@ -18,12 +18,9 @@ from typing import Any
 from bot.checkpoint import Checkpoint, open_checkpoint
 from bot.descriptors import descriptor_for
 from bot.errors import InputError
-from bot.inputs import read_json
+from bot.inputs import MAX_CONFIG_BYTES, read_json
 
 _FLOAT_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
-
-MAX_CONFIG_BYTES = 4 * 1024 * 1024
-"""A config.json is a few KB; more is not one."""
 
 Expected = dict[str, tuple[tuple[int, ...], str]]
 

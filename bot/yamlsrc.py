@@ -3,8 +3,9 @@
 PyYAML's composer turns the text into a node graph without constructing any object; we
 then build plain dicts, lists and scalars ourselves. That gives us what `yaml.safe_load`
 does not: the line and column of every key and value, duplicate keys as errors, a refusal
-of every tag outside YAML's core schema, and a bounded walk through aliases (so an alias
-bomb is answered at once instead of filling the memory).
+of every tag outside YAML's core schema, bounded nesting, and a bounded walk through
+aliases, in nodes and in bytes of text (so an alias bomb is answered at once instead of
+filling the memory).
 
 Example:
     >>> doc = load_yaml("a:\\n  b: 1\\n", "m.yaml")
@@ -21,11 +22,15 @@ from typing import Any
 import yaml
 
 from bot.errors import InputError, Problem
+from bot.inputs import UnreadableFile, read_input_file
 
 Path_ = tuple[str | int, ...]
 
 MAX_BYTES = 4 * 1024 * 1024
 MAX_NODES = 200_000
+MAX_EXPANDED_BYTES = 8 * 1024 * 1024
+"""Scalar text the document may expand to, aliases counted each time they are used."""
+MAX_DEPTH = 64
 
 _CORE = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {f"{_CORE}{t}" for t in ("str", "int", "float", "bool", "null", "timestamp")}
@@ -62,6 +67,7 @@ class _Builder:
         self.doc = YamlDocument(file=file, data=None)
         self.problems: list[Problem] = []
         self.visited = 0
+        self.expanded = 0
         self.constructor = yaml.SafeLoader("")
 
     def _at(self, node: yaml.Node, message: str) -> Problem:
@@ -85,6 +91,17 @@ class _Builder:
         if node.tag not in _SCALAR_TAGS:
             self.problems.append(self._at(node, f"tag {node.tag!r} is not allowed"))
             return None
+        self.expanded += len(node.value)
+        if self.expanded > MAX_EXPANDED_BYTES:
+            raise InputError(
+                [
+                    self._at(
+                        node,
+                        f"document expands to more than {MAX_EXPANDED_BYTES:,} bytes of text "
+                        "(a large value aliased many times?)",
+                    )
+                ]
+            )
         if node.tag == f"{_CORE}timestamp":
             return node.value
         return self.constructor.construct_object(node, deep=True)
@@ -118,6 +135,7 @@ def load_yaml_text(text: str, file: str) -> YamlDocument:
     if len(text.encode("utf-8", "replace")) > MAX_BYTES:
         raise InputError([Problem(file, 1, 1, f"file is larger than {MAX_BYTES} bytes")])
     try:
+        _check_depth(text, file)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -137,16 +155,41 @@ def load_yaml_text(text: str, file: str) -> YamlDocument:
     return builder.doc
 
 
+def _check_depth(text: str, file: str) -> None:
+    """Refuse nesting deeper than `MAX_DEPTH` (PyYAML's composer would recurse into it)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise InputError(
+                    [
+                        Problem(
+                            file,
+                            mark.line + 1,
+                            mark.column + 1,
+                            f"lists and mappings nest deeper than {MAX_DEPTH} levels",
+                        )
+                    ]
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def load_yaml(path: str | Path, display: str | None = None) -> YamlDocument:
-    """Read and parse a YAML file (see `load_yaml_text`)."""
+    """Read and parse a YAML file (see `load_yaml_text`): a regular file of at most
+    `MAX_BYTES` (a named pipe or a device is refused, not read)."""
     path = Path(path)
     name = display or str(path)
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError([Problem(name, 1, 1, f"cannot read file: {exc.strerror}")]) from None
-    if len(raw) > MAX_BYTES:
-        raise InputError([Problem(name, 1, 1, f"file is larger than {MAX_BYTES} bytes")])
+        raw = read_input_file(path, limit=MAX_BYTES)
+    except UnreadableFile as exc:
+        reason = exc.reason
+        text = f"file {reason}" if reason.startswith("is ") else f"cannot read file: {reason}"
+        raise InputError(
+            [Problem(name, 1, 1, text.replace("file: cannot read: ", "file: "))]
+        ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
