@@ -4,7 +4,9 @@
             --card--> README.md + experts.png
 
 The staged folder holds exactly what the repo should hold. Digests recorded in
-`hubbot.json` let `plan` tell later whether the weights or only the card are stale.
+`hubbot.json` let `plan` tell later whether the weights or only the card are stale. It is
+built whole in a temporary folder and then put in place (`bot.folders`): a failed build
+leaves the previous `out`, or none, and an `out` hubbot did not write is never replaced.
 
 Example:
     >>> manifest = load_manifest("manifests/demo.yaml")                 # doctest: +SKIP
@@ -16,11 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bot import __version__
+from bot.folders import check_disjoint, claim_destination, new_partial, replace_folder
 from bot.manifest import Manifest, Variant
 from bot.provenance import (
     BaseRef,
@@ -80,6 +84,8 @@ def release_info(manifest: Manifest, variant: Variant) -> ReleaseInfo:
         base_model=spec.base.repo,
         domain=DomainInfo(id=domain.id, title=domain.title, description=domain.description),
         license=spec.card.license,
+        license_name=spec.card.license_name,
+        license_link=spec.card.license_link,
         language=list(spec.card.language),
         tags=list(spec.card.tags),
         datasets=list(spec.card.datasets),
@@ -134,51 +140,62 @@ def build_variant(
     from bot.stats import model_stats
 
     spec = manifest.spec
+    claim = claim_destination(out)  # fail before any work if `out` is not ours to replace
     base = base_folder or fetch_manifest_base(manifest)
+    check_disjoint(base, out)
     selection = select_experts(manifest, variant)
     keep = {int(layer): experts for layer, experts in selection.kept_experts.items()}
-    pruned = prune_checkpoint(
-        base,
-        out,
-        keep,
-        dtype="bf16" if spec.output.format == "bf16" else "source",
-        max_shard_bytes=spec.output.max_shard_bytes,
-        provenance={
-            "repo": spec.base.repo,
-            "revision": spec.base.revision,
-            "selection": selection.model_dump(mode="json"),
-        },
-    )
-    record = read_provenance(pruned.path)
-    run = None
-    if examples:
-        domain = manifest.domain(variant.domain)
-        run = run_examples(
-            pruned.path, list(domain.examples), spec.generation, device=device, progress=progress
+    staging = new_partial(out, "build")  # everything is staged here, then put in place whole
+    try:
+        folder = staging / "repo"
+        pruned = prune_checkpoint(
+            base,
+            folder,
+            keep,
+            dtype="bf16" if spec.output.format == "bf16" else "source",
+            max_shard_bytes=spec.output.max_shard_bytes,
+            provenance={
+                "repo": spec.base.repo,
+                "revision": spec.base.revision,
+                "selection": selection.model_dump(mode="json"),
+            },
         )
-    record = record.model_copy(
-        update={
-            "variant": VariantRef(
-                id=variant.id,
-                domain=variant.domain,
-                experts=variant.experts,
-                repo_id=variant.repo_id,
-            ),
-            "manifest_digest": _digest(manifest_entry(manifest, variant)),
-            "digests": desired_digests(manifest, variant, selection),
-            "base": BaseRef(
-                repo=spec.base.repo, revision=spec.base.revision, files=record.base.files
-            ),
-            "selection": selection,
-            "stats": model_stats(pruned.path, base_config=manifest.base_config),
-            "examples": run,
-            "release": release_info(manifest, variant),
-        }
-    )
-    record = Provenance.model_validate(record.model_dump())
-    write_card(pruned.path, record, template_path(manifest))
-    write_provenance(pruned.path, record)
-    return BuildResult(variant=variant, folder=pruned.path, provenance=record)
+        record = read_provenance(folder)
+        run = None
+        if examples:
+            domain = manifest.domain(variant.domain)
+            run = run_examples(
+                folder, list(domain.examples), spec.generation, device=device, progress=progress
+            )
+        record = record.model_copy(
+            update={
+                "variant": VariantRef(
+                    id=variant.id,
+                    domain=variant.domain,
+                    experts=variant.experts,
+                    repo_id=variant.repo_id,
+                ),
+                "manifest_digest": _digest(manifest_entry(manifest, variant)),
+                "digests": desired_digests(manifest, variant, selection),
+                "base": BaseRef(
+                    repo=spec.base.repo, revision=spec.base.revision, files=record.base.files
+                ),
+                "selection": selection,
+                "stats": model_stats(folder, base_config=manifest.base_config),
+                "examples": run,
+                "release": release_info(manifest, variant),
+            }
+        )
+        record = Provenance.model_validate(record.model_dump())
+        written = write_card(folder, record, template_path(manifest))
+        # the card's files are listed too: a later build may replace only what hubbot wrote
+        card = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in written}
+        record = record.model_copy(update={"files": dict(sorted({**pruned.files, **card}.items()))})
+        write_provenance(folder, record)
+        replace_folder(folder, claim)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return BuildResult(variant=variant, folder=out, provenance=record)
 
 
 def fetch_manifest_base(manifest: Manifest) -> Path:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from bot import units
 from bot.errors import HubbotError, InputError
+from bot.folders import claim_workdir
 
 if TYPE_CHECKING:
     from bot.release import Outcome
@@ -39,7 +40,7 @@ def run_demo(
     """Seed a local Hub with the trained tiny base model, then publish the demo release twice."""
     if not manifest_path.is_file():
         raise InputError(f"{manifest_path}: no such manifest (run from the repository root)")
-    workdir.mkdir(parents=True, exist_ok=True)
+    claim_workdir(workdir, "demo")  # new, empty, or an earlier demo's: nothing of the user's
     token = secrets.token_hex(16)
     from bot.hub.clients import clients_pointed_at
     from bot.hub.server import HubServer

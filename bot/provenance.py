@@ -120,6 +120,8 @@ class ReleaseInfo(_Record):
     base_model: str
     domain: DomainInfo
     license: str
+    license_name: str | None = None
+    license_link: str | None = None
     language: list[str]
     tags: list[str]
     datasets: list[str]

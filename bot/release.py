@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -27,6 +28,7 @@ from bot.build import (
     template_path,
 )
 from bot.errors import HubbotError
+from bot.folders import scratch_folder
 from bot.hub.plan import Action, Plan, plan_variant
 from bot.hub.publish import (
     PublishResult,
@@ -98,7 +100,7 @@ def publish_release(
     """
     outcomes = []
     base: Path | None = None
-    with tempfile.TemporaryDirectory(prefix="hubbot-build-", dir=workdir) as scratch:
+    with scratch_folder(workdir, "hubbot-build") as scratch:  # a killed run's is removed next time
         for row in plan_release(manifest, api, variant_ids):
             try:
                 if dry_run:
@@ -161,6 +163,11 @@ def card_files(manifest: Manifest, variant: Variant, record: Provenance) -> dict
         folder = Path(tmp)
         written = write_card(folder, refreshed, template_path(manifest))
         files = {p.name: p.read_bytes() for p in written}
+    if record.files.keys() & files.keys():  # a record that lists its card: list the new one
+        card = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+        refreshed = refreshed.model_copy(
+            update={"files": dict(sorted({**record.files, **card}.items()))}
+        )
     files["hubbot.json"] = refreshed.dumps().encode("utf-8")
     return files
 
