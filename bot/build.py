@@ -145,6 +145,7 @@ def build_variant(
     check_disjoint(base, out)
     selection = select_experts(manifest, variant)
     keep = {int(layer): experts for layer, experts in selection.kept_experts.items()}
+    out = claim.path
     staging = new_partial(out, "build")  # everything is staged here, then put in place whole
     try:
         folder = staging / "repo"

@@ -76,7 +76,9 @@ def check_disjoint(src: Path, dst: Path) -> None:
 
 def claim_destination(dst: Path) -> Claim:
     """Check that `dst` may be replaced; `InputError` saying what is in the way if not."""
-    dst = Path(dst)
+    dst = Path(os.path.abspath(dst))  # "." and "out/.." name their folder, not ""
+    if not dst.name:
+        raise InputError(f"{dst}: a filesystem root is never a destination")
     if dst.is_symlink():
         target = os.readlink(dst)
         state = "" if dst.exists() else ", which does not exist"

@@ -176,6 +176,7 @@ def prune_checkpoint(
     claim = _check_destination(src, dst)
     expected = expected_tensors(out_config, [job.out.name for job in jobs])
     _check_plan(jobs, expected, ckpt)
+    dst = claim.path  # absolute: "." names its folder
 
     return_freed_buffers()
     tmp = new_partial(dst)

@@ -387,3 +387,16 @@ def test_the_written_config_is_a_function_of_the_inputs(
     pruned = prune_checkpoint(base["bf16"], tmp_path / "out", KEEP, dtype="bf16")
     written = json.loads((pruned.path / "config.json").read_text())
     assert written["rope_scaling"] == source["rope_scaling"]
+
+
+def test_the_working_folder_as_destination_is_judged_like_any_other(
+    base: dict[str, Path], tmp_path: Path, keep_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "draft.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    code, out = prune(base["bf16"], Path("."), keep_file)
+    assert code == 2, out
+    assert "draft.txt: not written by hubbot" in out
+    assert [p.name for p in work.iterdir()] == ["draft.txt"]
