@@ -139,7 +139,7 @@ def _tensor_info(path: Path, name: str, entry: object, base: int, data_size: int
     if not isinstance(entry, dict):
         raise InputError(f"{where}: header entry is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPE_BYTES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
         raise InputError(f"{where}: unknown dtype {dtype!r}")
     if not (isinstance(shape, list) and all(_natural(d) for d in shape)):
         raise InputError(f"{where}: bad shape {shape!r}")

@@ -312,12 +312,14 @@ def _read_base_config(
     if missing:
         return None, [doc.problem(where, f"{config_path} is not a MoE config (lacks {missing})")]
     try:
-        descriptor_for(config)
+        descriptor = descriptor_for(config)
+        # the sizes every later loop runs over must be in bounds
+        descriptor.num_layers(config), descriptor.num_experts(config), descriptor.top_k(config)
         parameter_counts(config)
     except InputError as exc:
         return None, [doc.problem(where, f"{config_path}: {exc}")]
-    except (ValueError, KeyError, TypeError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    except Exception as exc:  # transformers' own checks of the config, whatever they raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return None, [doc.problem(where, f"{config_path}: transformers cannot build it: {first}")]
     return config, []
 

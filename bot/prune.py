@@ -162,6 +162,8 @@ def prune_checkpoint(
     config = read_config(src / "config.json")
     try:
         descriptor = descriptor_for(config)
+        # the sizes every later loop runs over must be in bounds
+        descriptor.num_layers(config), descriptor.num_experts(config), descriptor.top_k(config)
     except InputError as exc:
         raise InputError(f"{src / 'config.json'}: {exc}") from None
     ckpt = open_checkpoint(src)
@@ -174,7 +176,10 @@ def prune_checkpoint(
     out_config = descriptor.rewrite_config(config, len(kept[0]), drop_quantization=dequantize)
     draft = _provenance_draft(provenance, kept, src, out_layout.name)
     claim = _check_destination(src, dst)
-    expected = expected_tensors(out_config, [job.out.name for job in jobs])
+    try:
+        expected = expected_tensors(out_config, [job.out.name for job in jobs])
+    except InputError as exc:
+        raise InputError(f"{src / 'config.json'}: {exc}") from None
     _check_plan(jobs, expected, ckpt)
     dst = claim.path  # absolute: "." names its folder
 

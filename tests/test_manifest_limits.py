@@ -7,6 +7,7 @@ that expands a large value many times, and names the Hub would refuse.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -184,3 +185,11 @@ def test_other_licence_with_a_name_is_accepted(tmp_path: Path) -> None:
     )
     code, out = validate(write(tmp_path, text))
     assert code == 0, out
+
+
+def test_a_base_config_with_an_absurd_layer_count(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    config = json.loads((tmp_path / "base.config.json").read_text())
+    (tmp_path / "base.config.json").write_text(json.dumps({**config, "num_hidden_layers": 10**12}))
+    out = refused(path, "config:", 11)
+    assert "num_hidden_layers = 1000000000000 is outside 1..1,024" in out

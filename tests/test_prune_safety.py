@@ -400,3 +400,38 @@ def test_the_working_folder_as_destination_is_judged_like_any_other(
     assert code == 2, out
     assert "draft.txt: not written by hubbot" in out
     assert [p.name for p in work.iterdir()] == ["draft.txt"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("num_hidden_layers", 10**12, "num_hidden_layers = 1000000000000 is outside 1..1,024"),
+        ("num_local_experts", 0, "num_local_experts = 0 is outside"),
+        ("head_dim", 0, "transformers cannot build the model it describes"),
+        ("attention_bias", "x", "transformers cannot build the model it describes"),
+    ],
+    ids=["layers-huge", "no-experts", "head-dim", "wrong-type"],
+)
+def test_a_config_no_model_can_have_is_refused_naming_it(
+    base: dict[str, Path], tmp_path: Path, keep_file: Path, key: str, value: object, message: str
+) -> None:
+    src = shutil.copytree(base["bf16"], tmp_path / "src")
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, key: value}))
+    code, out = prune(src, tmp_path / "dst", keep_file)  # quickly: no loop over 10**12 layers
+    assert code == 2, out
+    assert f"{src / 'config.json'}: " in out and message in out
+    assert not (tmp_path / "dst").exists()
+
+
+def test_a_header_entry_with_an_odd_dtype_is_refused(
+    base: dict[str, Path], tmp_path: Path, keep_file: Path
+) -> None:
+    src = shutil.copytree(base["bf16"], tmp_path / "src")
+    shard = sorted(src.glob("*.safetensors"))[0]
+    header = json.dumps({"t": {"dtype": ["BF16"], "shape": [1], "data_offsets": [0, 2]}})
+    raw = header.encode() + b" " * (-len(header) % 8)
+    shard.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0\0")
+    code, out = prune(src, tmp_path / "dst", keep_file)
+    assert code == 2, out
+    assert f"{shard}: tensor t: unknown dtype ['BF16']" in out

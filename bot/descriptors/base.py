@@ -26,6 +26,10 @@ from bot.errors import InputError
 
 Packing = Literal["plain", "blocks", "scales"]
 
+MAX_LAYERS = 1024
+MAX_EXPERTS = 16384
+MAX_SIZE = 1 << 24
+"""Bounds on config values (layers, experts, any dimension): beyond them, not a model."""
 _TERM = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*)$")
 
 
@@ -154,10 +158,10 @@ class ModelDescriptor:
         return max(candidates, key=lambda layout: present(layout) / len(layout.tensors))
 
     def num_layers(self, config: dict[str, Any]) -> int:
-        return _int_key(config, self.num_layers_key)
+        return _int_key(config, self.num_layers_key, MAX_LAYERS)
 
     def num_experts(self, config: dict[str, Any]) -> int:
-        return _int_key(config, self.num_experts_key)
+        return _int_key(config, self.num_experts_key, MAX_EXPERTS)
 
     def top_k(self, config: dict[str, Any]) -> int:
         """Experts each token is routed to (the first top-k key the config has)."""
@@ -269,8 +273,10 @@ def _term(raw: str, config: dict[str, Any], overrides: dict[str, int], expr: str
     return _int_key(config, raw)
 
 
-def _int_key(config: dict[str, Any], key: str) -> int:
+def _int_key(config: dict[str, Any], key: str, most: int = MAX_SIZE) -> int:
     value = config.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InputError(f"config: {key} must be an integer, got {value!r}")
+    if not 1 <= value <= most:
+        raise InputError(f"config: {key} = {value} is outside 1..{most:,}")
     return value
