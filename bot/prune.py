@@ -167,6 +167,10 @@ def prune_checkpoint(
     except InputError as exc:
         raise InputError(f"{src / 'config.json'}: {exc}") from None
     ckpt = open_checkpoint(src)
+    try:  # every size the config gives, resolved once: a bad one is named with its file
+        expected_tensors(config, ckpt.tensors.keys())
+    except InputError as exc:
+        raise InputError(f"{src / 'config.json'}: {exc}") from None
     layout = descriptor.detect_layout(config, ckpt.tensors.keys())
     _check_tensors(descriptor, layout, config, ckpt)
     kept = check_keep(keep, descriptor, config)

@@ -120,8 +120,7 @@ def publish_release(
                 else:
                     base = base or fetch_manifest_base(manifest)
                     out = (staging or Path(scratch)) / row.variant.id
-                    if out.exists():
-                        shutil.rmtree(out)  # the previous build of this variant
+                    # build replaces a previous build of this variant, and nothing else
                     built = build_variant(
                         manifest, row.variant, out, base_folder=base, device=device
                     )

@@ -407,8 +407,8 @@ def test_the_working_folder_as_destination_is_judged_like_any_other(
     [
         ("num_hidden_layers", 10**12, "num_hidden_layers = 1000000000000 is outside 1..1,024"),
         ("num_local_experts", 0, "num_local_experts = 0 is outside"),
-        ("head_dim", 0, "transformers cannot build the model it describes"),
-        ("attention_bias", "x", "transformers cannot build the model it describes"),
+        ("head_dim", 0, "head_dim = 0 is outside"),
+        ("hidden_size", "x", "hidden_size must be an integer, got 'x'"),
     ],
     ids=["layers-huge", "no-experts", "head-dim", "wrong-type"],
 )
