@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
 import string
 import types
@@ -370,7 +371,9 @@ def _check_names(path: Path, spec: ManifestSpec, doc: YamlDocument) -> list[Prob
         problems.append(
             doc.problem(("base", "repo"), f"{spec.base.repo!r} is not a Hub repo id (owner/name)")
         )
-    if spec.base.path is not None:
+    if spec.base.path is not None and os.path.lexists(path.parent / spec.base.path):
+        # a folder that exists must be a model's; a missing one may be mounted where builds
+        # run (validate and plan do not read it), and build says so if it is not there
         folder = path.parent / spec.base.path
         lacks = _model_folder_lacks(folder)
         if lacks:
@@ -454,7 +457,7 @@ def _is_http_url(value: str) -> bool:
 def _model_folder_lacks(folder: Path) -> str:
     """What keeps `folder` from being a model folder ('' when nothing does)."""
     if not folder.is_dir():
-        return "no such folder" if not folder.exists() else "not a folder"
+        return "not a folder"
     if not (folder / "config.json").is_file():
         return "it has no config.json"
     if not ((folder / "model.safetensors").is_file() or (folder / INDEX_FILE).is_file()):

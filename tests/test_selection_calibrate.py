@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import datasets
@@ -128,9 +129,10 @@ def test_a_calibration_domain_selects_and_saves_through_the_manifest(
     rigged: Path, tmp_path: Path
 ) -> None:
     manifest_path = tmp_path / "release.yaml"
+    shutil.copy(TEMPLATE, tmp_path / "card.md.j2")  # the template is part of the repository
     manifest_path.write_text(
         f"base: {{repo: tester/rigged, path: {rigged}, config: {rigged / 'config.json'}}}\n"
-        f"card: {{template: {TEMPLATE}}}\n"
+        "card: {template: card.md.j2}\n"
         'naming: "tiny-{domain}-{experts}"\n'
         "hub: {namespace: tester}\n"
         "experts: {counts: [2, 3]}\n"

@@ -4,6 +4,7 @@ routing coverage, manifest errors, and the real release's 232 variants."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,10 +38,11 @@ def _domain(name: str, selection: str = "{strategy: frequency}", stats: str | No
 
 def _manifest(folder: Path, domains: str) -> Path:
     (folder / "base.config.json").write_text(json.dumps(CONFIG))
+    shutil.copy(ROOT / "templates" / "model_card.md.j2", folder / "card.md.j2")  # in the repo
     path = folder / "release.yaml"
     path.write_text(
         "base: {repo: tester/base, path: base, config: base.config.json}\n"
-        f"card: {{template: {ROOT / 'templates' / 'model_card.md.j2'}}}\n"
+        "card: {template: card.md.j2}\n"
         'naming: "tiny-{domain}-{experts}"\n'
         "hub: {namespace: tester}\n"
         "experts: {min: 2, max: 8}\n"
