@@ -188,3 +188,37 @@ def test_the_demo_refuses_a_work_folder_that_is_not_its_own(tmp_path: Path) -> N
         run_demo(work, manifest_path=ROOT / "manifests" / "demo.yaml", echo=lambda _: None)
     assert type(info.value).__name__ == "InputError"
     assert [p.name for p in work.iterdir()] == ["thesis.tex"]
+
+
+_KILLED_BUILD = """
+import os, signal, sys
+from pathlib import Path
+import bot.card
+def kill(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # pruned and staged, killed while carding
+bot.card.write_card = kill
+from bot.build import build_variant
+from bot.manifest import load_manifest
+manifest = load_manifest(sys.argv[1])
+build_variant(manifest, manifest.variant("math-4"), Path(sys.argv[2]), examples=False)
+"""
+
+
+def test_a_killed_build_leaves_the_previous_output_and_the_next_build_cleans_up(
+    local_release: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "staged"
+    assert build(local_release, out)[0] == 0
+    before = tree(out)
+    run = subprocess.run(
+        [sys.executable, "-c", _KILLED_BUILD, str(local_release), str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    assert tree(out) == before
+    [left] = hidden_siblings(out)
+    assert left.startswith(".staged.build-")  # the dead build's staging folder
+    assert build(local_release, out)[0] == 0
+    assert hidden_siblings(out) == []
