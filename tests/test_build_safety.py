@@ -30,15 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _release(tmp_path: Path, *, local_base: bool) -> Path:
-    """The demo manifest with short generations (base read locally, or from the Hub)."""
+    """The random tiny release, short generations (base read locally, or from the Hub)."""
     (tmp_path / "manifests").mkdir(parents=True)
     shutil.copytree(ROOT / "templates", tmp_path / "templates")
-    shutil.copy(ROOT / "manifests" / "tiny-gpt-oss.config.json", tmp_path / "manifests")
-    text = (
-        (ROOT / "manifests" / "demo.yaml")
-        .read_text()
-        .replace("max_new_tokens: 24", "max_new_tokens: 2")
-    )
+    shutil.copy(ROOT / "tests" / "data" / "tiny-gpt-oss.config.json", tmp_path / "manifests")
+    text = (ROOT / "tests" / "data" / "random-release.yaml").read_text()
+    text = text.replace("max_new_tokens: 24", "max_new_tokens: 2")
     if local_base:
         write_tiny_model(tmp_path / "base", layout="mxfp4")
         text = text.replace("  revision: main\n", "  revision: main\n  path: ../base\n")
