@@ -241,7 +241,11 @@ def prune(src: Path, dst: Path, keep_file: Path, dtype: str, max_shard_bytes: in
     from bot.prune import load_keep, prune_checkpoint
 
     keep = load_keep(keep_file)
-    result = prune_checkpoint(src, dst, keep, dtype=dtype, max_shard_bytes=max_shard_bytes)  # type: ignore[arg-type]
+    try:
+        result = prune_checkpoint(src, dst, keep, dtype=dtype, max_shard_bytes=max_shard_bytes)  # type: ignore[arg-type]
+    except OSError as exc:  # the disk, not the input: a full disk, a folder we may not write
+        where = exc.filename or dst
+        raise HubbotError(f"{where}: {exc.strerror or exc}; {dst} was left as it was") from None
     click.echo(f"{result.path}: {result.bytes_written:,} bytes written, {result.bytes_read:,} read")
 
 

@@ -202,9 +202,12 @@ def new_partial(dst: Path, kind: str = "partial") -> Path:
     tmp = dst.parent / f".{dst.name}.{kind}-{os.getpid()}"
     if os.path.lexists(tmp):
         remove_marked(tmp)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp.mkdir()
-    _write_mark(tmp / MARK)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        _write_mark(tmp / MARK)
+    except OSError as exc:
+        raise InputError(f"{dst}: cannot write beside it: {exc.strerror}") from None
     return tmp
 
 

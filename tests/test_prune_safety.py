@@ -435,3 +435,31 @@ def test_a_header_entry_with_an_odd_dtype_is_refused(
     code, out = prune(src, tmp_path / "dst", keep_file)
     assert code == 2, out
     assert f"{shard}: tensor t: unknown dtype ['BF16']" in out
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs")
+def test_a_destination_it_may_not_write_beside_is_exit_2(
+    base: dict[str, Path], tmp_path: Path, keep_file: Path
+) -> None:
+    # sysfs refuses new folders even to root: a place no one may write
+    code, out = prune(base["bf16"], Path("/sys/kernel/hubbot-out"), keep_file)
+    assert code == 2, out
+    assert "/sys/kernel/hubbot-out: cannot write beside it" in out
+
+
+def test_a_disk_failure_while_writing_is_exit_1_naming_the_file(
+    base: dict[str, Path], tmp_path: Path, keep_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import bot.checkpoint
+
+    def full(self: object, name: str, chunks: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "dst" / name))
+
+    monkeypatch.setattr(bot.checkpoint.ShardWriter, "write_tensor", full)
+    dst = tmp_path / "dst"
+    code, out = prune(base["bf16"], dst, keep_file)
+    assert code == 1, out
+    assert "No space left on device" in out and "was left as it was" in out
+    assert not dst.exists() and siblings(dst) == []
