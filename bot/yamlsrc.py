@@ -146,6 +146,7 @@ def load_yaml_text(text: str, file: str) -> YamlDocument:
         raise InputError([Problem(file, 1, 1, f"YAML error: {exc}")]) from None
     if node is None:
         raise InputError([Problem(file, 1, 1, "the document is empty")])
+    _check_expansion(node, file)
     builder = _Builder(file)
     builder.doc.data = builder.build(node, ())
     if builder.problems:
@@ -153,6 +154,59 @@ def load_yaml_text(text: str, file: str) -> YamlDocument:
     if not isinstance(builder.doc.data, dict):
         raise InputError([builder._at(node, "the document must be a mapping")])
     return builder.doc
+
+
+def _check_expansion(root: yaml.Node, file: str) -> None:
+    """Refuse a document whose aliases expand past the bounds, before building anything.
+
+    Each distinct node's expanded size (nodes, bytes of scalar text) is computed once, so an
+    alias bomb costs as many steps as the text has nodes. The walk then descends, in document
+    order, only into the child where the running total crosses a bound, to name that node.
+    """
+    sizes: dict[int, tuple[int, int]] = {}
+
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            return [value for _key, value in node.value]
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        return []
+
+    def size(node: yaml.Node) -> tuple[int, int]:
+        if id(node) not in sizes:
+            nodes, text = 1, len(node.value) if isinstance(node, yaml.ScalarNode) else 0
+            for child in children(node):
+                n, t = size(child)
+                nodes, text = nodes + n, text + t
+            sizes[id(node)] = (nodes, text)
+        return sizes[id(node)]
+
+    nodes, text = size(root)
+    if nodes <= MAX_NODES and text <= MAX_EXPANDED_BYTES:
+        return
+    node, seen_nodes, seen_text = root, 0, 0
+    while True:
+        seen_nodes += 1
+        if isinstance(node, yaml.ScalarNode):
+            seen_text += len(node.value)
+        if seen_nodes > MAX_NODES or seen_text > MAX_EXPANDED_BYTES:
+            break
+        for child in children(node):
+            n, t = size(child)
+            if seen_nodes + n > MAX_NODES or seen_text + t > MAX_EXPANDED_BYTES:
+                node = child
+                break
+            seen_nodes, seen_text = seen_nodes + n, seen_text + t
+        else:  # pragma: no cover - the totals said some child crosses a bound
+            break
+    mark = node.start_mark
+    message = (
+        f"document expands to more than {MAX_NODES} nodes (alias bomb?)"
+        if seen_nodes > MAX_NODES
+        else f"document expands to more than {MAX_EXPANDED_BYTES:,} bytes of text "
+        "(a large value aliased many times?)"
+    )
+    raise InputError([Problem(file, mark.line + 1, mark.column + 1, message)])
 
 
 def _check_depth(text: str, file: str) -> None:
