@@ -112,6 +112,9 @@ def desired_digests(manifest: Manifest, variant: Variant, selection: SelectionRe
         "generation": spec.generation.model_dump(mode="json"),
         "examples": list(manifest.domain(variant.domain).examples),
     }
+    evaluation = evaluation_entry(manifest, variant)
+    if evaluation is not None:  # absent: the digests of releases that measure nothing stay
+        weights["evaluation"] = evaluation
     card = {
         "tool": __version__,
         "template": hashlib.sha256(template_path(manifest).read_bytes()).hexdigest(),
@@ -122,6 +125,19 @@ def desired_digests(manifest: Manifest, variant: Variant, selection: SelectionRe
     return Digests(weights=_digest(weights), card=_digest(card))
 
 
+def evaluation_entry(manifest: Manifest, variant: Variant) -> dict[str, Any] | None:
+    """The evaluation settings and texts that the variant's figures depend on."""
+    from bot.quality.release import evaluation_enabled, settings
+
+    if not evaluation_enabled(manifest):
+        return None
+    domain = manifest.domain(variant.domain)
+    return {
+        "settings": settings(manifest).model_dump(mode="json"),
+        "domain": domain.evaluation.model_dump(mode="json") if domain.evaluation else None,
+    }
+
+
 def build_variant(
     manifest: Manifest,
     variant: Variant,
@@ -130,12 +146,21 @@ def build_variant(
     base_folder: Path | None = None,
     device: str | None = None,
     examples: bool = True,
+    evaluate: bool = True,
+    saved_quality: Path | None = None,
     progress: bool = True,
 ) -> BuildResult:
-    """Prune, run the examples, and render the card of `variant` into `out`."""
+    """Prune, run the examples, measure quality, and render the card of `variant` into `out`.
+
+    The quality figures are those of the whole release, measured once per process (see
+    `bot.quality.release.release_quality`), so that the card can show the family; or read
+    from `saved_quality` (`hubbot eval --save`) where it holds current figures of `variant`.
+    """
     from bot.card import write_card
     from bot.examples import run_examples
     from bot.prune import prune_checkpoint
+    from bot.quality.release import evaluation_enabled, quality_record, release_quality
+    from bot.quality.saved import current_record
     from bot.selection.select import select_experts
     from bot.stats import model_stats
 
@@ -168,6 +193,13 @@ def build_variant(
             run = run_examples(
                 folder, list(domain.examples), spec.generation, device=device, progress=progress
             )
+        quality = None
+        if evaluate and evaluation_enabled(manifest):
+            if saved_quality is not None:
+                quality = current_record(saved_quality, manifest)
+            if quality is None or quality.point(variant.id) is None:
+                measured = release_quality(manifest, base, device=device, progress=progress)
+                quality = quality_record(manifest, measured, variant)
         record = record.model_copy(
             update={
                 "variant": VariantRef(
@@ -184,6 +216,7 @@ def build_variant(
                 "selection": selection,
                 "stats": model_stats(folder, base_config=manifest.base_config),
                 "examples": run,
+                "quality": quality,
                 "release": release_info(manifest, variant),
             }
         )

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 from functools import lru_cache
@@ -32,8 +33,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from bot import units
 from bot.errors import InputError
 from bot.picture import FILENAME as PICTURE
-from bot.picture import kept_experts_png
-from bot.provenance import Provenance
+from bot.picture import QUALITY_FILENAME, QualityLine, kept_experts_png, quality_png
+from bot.provenance import Provenance, Quality, TextFigures
 
 README = "README.md"
 
@@ -68,6 +69,8 @@ def render_card(record: Provenance, template: Path) -> str:
     compiled = _template(Path(template).resolve())
     context = record.model_dump(mode="json")
     context["picture"] = PICTURE
+    context["quality_view"] = quality_view(record)
+    context["model_index"] = model_index(record)
     try:
         text = compiled.render(context)
     except jinja2.TemplateError as exc:
@@ -89,7 +92,109 @@ def write_card(folder: Path, record: Provenance, template: Path) -> list[Path]:
     readme, picture = folder / README, folder / PICTURE
     readme.write_text(text, encoding="utf-8")
     picture.write_bytes(png)
-    return [readme, picture]
+    written = [readme, picture]
+    if record.quality is not None and record.variant is not None:
+        chart = folder / QUALITY_FILENAME
+        experts = record.stats.experts_before
+        chart.write_bytes(_quality_chart(record.quality, record.variant, experts))
+        written.append(chart)
+    return written
+
+
+# ---------------------------------------------------------------- quality section
+
+
+def quality_view(record: Provenance) -> dict[str, Any] | None:
+    """What the card's quality section shows: this variant's figures (with the base's), the
+    family of its domain by expert count with its own row marked, and the texts measured."""
+    quality, variant = record.quality, record.variant
+    if quality is None or variant is None:
+        return None
+    point = quality.point(variant.id)
+    if point is None:
+        raise InputError(f"hubbot.json: quality figures lack this variant {variant.id!r}")
+    domain_key = f"domain:{variant.domain}"
+    family = sorted(
+        (p for p in quality.family if p.domain == variant.domain), key=lambda p: p.experts
+    )
+    return {
+        "this": point.model_dump(mode="json"),
+        "domain_text": _dump(quality.texts.get(domain_key)),
+        "general_text": _dump(quality.texts.get("general")),
+        "family": [{**p.model_dump(mode="json"), "this": p.variant == variant.id} for p in family],
+        "picture": QUALITY_FILENAME,
+    }
+
+
+def model_index(record: Provenance) -> list[dict[str, Any]]:
+    """The card's `model-index`: this variant's figures as huggingface_hub `EvalResult`s."""
+    from huggingface_hub import EvalResult
+    from huggingface_hub.repocard_data import eval_results_to_model_index
+
+    quality, variant = record.quality, record.variant
+    point = quality.point(variant.id) if quality and variant else None
+    if point is None or record.release is None or variant is None:
+        return []
+    title = record.release.domain.title
+    results = []
+    for label, key, figures in (
+        (f"{title} evaluation text", f"domain:{variant.domain}", point.domain_text),
+        ("General evaluation text", "general", point.general_text),
+    ):
+        if figures is None:
+            continue
+        text = quality.texts.get(key)
+        results += _eval_results(EvalResult, label, key, text.source if text else "", figures)
+    return eval_results_to_model_index(variant.repo_id.split("/")[-1], results)
+
+
+def _eval_results(make: Any, label: str, key: str, source: str, figures: TextFigures) -> list[Any]:
+    common = {
+        "task_type": "text-generation",
+        "task_name": "Text generation (closeness to the base model)",
+        "dataset_type": f"hubbot-eval/{key.replace(':', '-')}",
+        "dataset_name": label,
+        "dataset_args": {"source": source, "tokens": figures.tokens} if source else None,
+    }
+    metrics = (
+        ("kl_divergence", "KL(base || variant), nats/token", figures.kl),
+        ("top1_agreement", "Top-1 agreement with base", figures.top1),
+        ("perplexity", "Perplexity", figures.perplexity),
+        ("base_perplexity", "Perplexity of the base model", figures.base_perplexity),
+    )
+    return [
+        make(**common, metric_type=kind, metric_name=name, metric_value=round(value, 6))
+        for kind, name, value in metrics
+    ]
+
+
+def _quality_chart(quality: Quality, variant: Any, experts_before: int) -> bytes:
+    lines = []
+    for domain in dict.fromkeys(p.domain for p in quality.family):
+        points = sorted(
+            (p for p in quality.family if p.domain == domain and (p.domain_text or p.general_text)),
+            key=lambda p: p.experts,
+        )
+        figures = [p.domain_text or p.general_text for p in points]
+        if points:
+            lines.append(
+                QualityLine(
+                    domain=domain,
+                    experts=tuple(p.experts for p in points),
+                    kl=tuple(f.kl for f in figures if f),
+                    top1=tuple(f.top1 for f in figures if f),
+                )
+            )
+    return quality_png(
+        lines,
+        marked=(variant.domain, variant.experts),
+        experts_before=experts_before,
+        text="each domain on its own evaluation text",
+    )
+
+
+def _dump(value: Any) -> Any:
+    return value.model_dump(mode="json") if value is not None else None
 
 
 def check_front_matter(text: str) -> dict[str, Any]:
@@ -157,6 +262,15 @@ def _percent(value: float, digits: int = 1) -> str:
     return f"{100 * value:.{digits}f}%"
 
 
+def _figure(value: float, digits: int = 3) -> str:
+    """A measured figure to `digits` significant digits, never in exponent form (`0.000412`)."""
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = max(0, digits - 1 - magnitude)
+    return f"{value:.{decimals}f}"
+
+
 @lru_cache(maxsize=8)
 def _environment(folder: Path) -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
@@ -178,6 +292,7 @@ def _environment(folder: Path) -> ImmutableSandboxedEnvironment:
         thousands=_thousands,
         gigabytes=_gigabytes,
         percent=_percent,
+        figure=_figure,
     )
     return env
 

@@ -78,19 +78,45 @@ def validate(manifests: tuple[Path, ...]) -> None:
     is_flag=True,
     help="Print the Markdown summary instead, and append it to $GITHUB_STEP_SUMMARY if set.",
 )
+@click.option(
+    "--eval", "measure", is_flag=True, help="Measure quality; hold variants below the floor."
+)
+@click.option("--device", help="cuda, mps or cpu for --eval (default: the best available).")
+@click.option(
+    "--quality",
+    "quality_file",
+    type=click.Path(path_type=Path),
+    help="Figures saved by `hubbot eval --save` (those still current are used).",
+)
 @_errors_to_exit_codes
 def plan(
-    manifest: Path, online: bool, variant_ids: tuple[str, ...], as_json: bool, summary: bool
+    manifest: Path,
+    online: bool,
+    variant_ids: tuple[str, ...],
+    as_json: bool,
+    summary: bool,
+    measure: bool,
+    device: str | None,
+    quality_file: Path | None,
 ) -> None:
     """Show what each variant of MANIFEST is and (with --hub) what it needs.
 
     A row per variant: its repo, parameters and the experts it keeps (layer 0; every
     layer when --variant names a few).
+
+    A variant below the manifest's quality floor shows as `held`, with the figure and the
+    floor: measured by --eval, read from --quality, or from its published hubbot.json.
     """
     from bot.manifest import load_manifest
     from bot.planning import action_counts, markdown_table, plan_rows, text_table
 
-    rows = plan_rows(load_manifest(manifest), online=online, variant_ids=variant_ids)
+    loaded = load_manifest(manifest)
+    points = _points(loaded, quality_file)
+    if measure:
+        from bot.quality.release import evaluate_release
+
+        points = evaluate_release(loaded, variant_ids=variant_ids, device=device).points()
+    rows = plan_rows(loaded, online=online, variant_ids=variant_ids, points=points)
     if as_json:
         _print_json(rows)
     elif summary:
@@ -115,17 +141,40 @@ def plan(
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to stage.")
 @click.option("--device", help="cuda, mps or cpu (default: the best available).")
 @click.option("--no-examples", is_flag=True, help="Skip the example runs.")
+@click.option("--no-eval", is_flag=True, help="Skip the quality evaluation.")
+@click.option(
+    "--quality",
+    "quality_file",
+    type=click.Path(path_type=Path),
+    help="Figures saved by `hubbot eval --save` (measured again if not current).",
+)
 @_errors_to_exit_codes
 def build(
-    manifest: Path, variant_id: str, out: Path, device: str | None, no_examples: bool
+    manifest: Path,
+    variant_id: str,
+    out: Path,
+    device: str | None,
+    no_examples: bool,
+    no_eval: bool,
+    quality_file: Path | None,
 ) -> None:
-    """Stage one variant's repo folder: weights, config, tokenizer, card, hubbot.json."""
+    """Stage one variant's repo folder: weights, config, tokenizer, card, hubbot.json.
+
+    Where the manifest names evaluation text, the whole release is measured against the
+    base model (one load), so that the card shows this variant among its family.
+    """
     from bot.build import build_variant
     from bot.manifest import load_manifest
 
     loaded = load_manifest(manifest)
     result = build_variant(
-        loaded, loaded.variant(variant_id), out, device=device, examples=not no_examples
+        loaded,
+        loaded.variant(variant_id),
+        out,
+        device=device,
+        examples=not no_examples,
+        evaluate=not no_eval,
+        saved_quality=quality_file,
     )
     click.echo(f"{result.variant.id}: staged in {result.folder}")
 
@@ -141,9 +190,20 @@ def build(
 @click.option("--dry-run", is_flag=True, help="Plan only; change nothing.")
 @click.option("--device", help="cuda, mps or cpu for the example runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcomes as JSON.")
+@click.option(
+    "--quality",
+    "quality_file",
+    type=click.Path(path_type=Path),
+    help="Figures saved by `hubbot eval --save` (measured again if not current).",
+)
 @_errors_to_exit_codes
 def publish(
-    manifest: Path, variant_ids: tuple[str, ...], dry_run: bool, device: str | None, as_json: bool
+    manifest: Path,
+    variant_ids: tuple[str, ...],
+    dry_run: bool,
+    device: str | None,
+    as_json: bool,
+    quality_file: Path | None,
 ) -> None:
     """Build and publish what the plan says, one commit per variant."""
     from bot.build import endpoint_for
@@ -158,6 +218,7 @@ def publish(
         variant_ids=[v for value in variant_ids for v in value.split(",") if v.strip()],
         dry_run=dry_run,
         device=device,
+        saved_quality=quality_file,
         on_outcome=None if as_json else _echo_outcome,
     )
     _finish(outcomes, as_json)
@@ -202,17 +263,34 @@ def cards(manifest: Path, regen: bool, as_json: bool) -> None:
     "N variants, or both limits. Default: one job per variant.",
 )
 @click.option("--github-output", is_flag=True, help="Write chunk-N=... to $GITHUB_OUTPUT.")
+@click.option(
+    "--quality",
+    "quality_file",
+    type=click.Path(path_type=Path),
+    help="Figures saved by `hubbot eval --save`: variants below the floor are left out.",
+)
 @_errors_to_exit_codes
 def matrix(
-    manifest: Path, everything: bool, chunks: int, group: str | None, github_output: bool
+    manifest: Path,
+    everything: bool,
+    chunks: int,
+    group: str | None,
+    github_output: bool,
+    quality_file: Path | None,
 ) -> None:
-    """GitHub Actions matrix JSON of the variants that need work."""
+    """GitHub Actions matrix JSON of the variants that need work.
+
+    Variants held by the quality floor (figures published or saved) are left out.
+    """
     from bot.manifest import load_manifest
     from bot.planning import Grouping, github_matrices
 
     grouping = Grouping.parse(group) if group is not None else None
     loaded = load_manifest(manifest)
-    parts = github_matrices(loaded, chunks=chunks, online=not everything, grouping=grouping)
+    points = _points(loaded, quality_file)
+    parts = github_matrices(
+        loaded, chunks=chunks, online=not everything, grouping=grouping, points=points
+    )
     if github_output:
         target = os.environ.get("GITHUB_OUTPUT")
         if not target:
@@ -221,6 +299,48 @@ def matrix(
             for i, part in enumerate(parts):
                 out.write(f"chunk-{i}={json.dumps(part) if part['include'] else ''}\n")
     _print_json(parts if chunks > 1 else parts[0])
+
+
+@cli.command("eval")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--domain", "domain_ids", multiple=True, help="Only this domain (repeatable).")
+@click.option("--variant", "variant_ids", multiple=True, help="Only this variant (repeatable).")
+@click.option("--device", help="cuda, mps or cpu (default: the best available).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option(
+    "--save", type=click.Path(path_type=Path), help="Save the figures for plan/matrix --quality."
+)
+@_errors_to_exit_codes
+def evaluate(
+    manifest: Path,
+    domain_ids: tuple[str, ...],
+    variant_ids: tuple[str, ...],
+    device: str | None,
+    as_json: bool,
+    save: Path | None,
+) -> None:
+    """Measure each variant against the base model: KL, top-1 agreement, perplexity.
+
+    One load of the base model; each variant is its router with the removed experts masked,
+    on its domain's evaluation text and on the general text. Figures are closeness to the
+    base, not task accuracy.
+    """
+    from bot.manifest import load_manifest
+    from bot.quality.release import evaluate_release
+    from bot.quality.report import quality_json, quality_table
+
+    loaded = load_manifest(manifest)
+    result = evaluate_release(loaded, variant_ids=variant_ids, domain_ids=domain_ids, device=device)
+    if save is not None:
+        from bot.quality.saved import save_quality
+
+        save_quality(save, loaded, result)
+    if as_json:
+        _print_json(quality_json(loaded, result))
+        return
+    from rich.console import Console
+
+    Console().print(quality_table(loaded, result))
 
 
 @cli.command()
@@ -355,10 +475,20 @@ def demo(workdir: Path, keep_serving: bool, port: int) -> None:
     run_demo(workdir, keep_serving=keep_serving, port=port, echo=click.echo)
 
 
+def _points(manifest: Any, quality_file: Path | None) -> Any:
+    if quality_file is None:
+        return None
+    from bot.quality.saved import current_points
+
+    return current_points(quality_file, manifest)
+
+
 def _echo_outcome(outcome: Any) -> None:
     result = outcome.result
     if outcome.error:
         click.echo(f"FAILED  {outcome.variant.id}: {outcome.error}", err=True)
+    elif outcome.action == "held":
+        click.echo(f"{outcome.action:<9} {outcome.variant.id}: {outcome.reason}")
     elif result is None:
         click.echo(f"{outcome.action:<9} {outcome.variant.id}: nothing to do")
     else:
@@ -388,6 +518,7 @@ def _outcome_json(outcome: Any) -> dict[str, Any]:
         "deleted": list(result.deleted) if result else [],
         "bytes_uploaded": result.bytes_uploaded if result else 0,
         "error": outcome.error,
+        "reason": getattr(outcome, "reason", None),
     }
 
 

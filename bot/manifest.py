@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from bot.checkpoint import INDEX_FILE
 from bot.errors import InputError, Problem
 from bot.inputs import MAX_CONFIG_BYTES, loads_json, read_input_file
+from bot.quality.spec import EvalTexts, EvaluationSpec, QualityFloor
 from bot.selection.spec import SelectionSpec, StatisticsSpec
 from bot.yamlsrc import YamlDocument, load_yaml
 
@@ -154,6 +155,7 @@ class DomainSpec(_Strict):
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
     experts: ExpertCounts | None = None
     examples: list[str] = Field(min_length=1)
+    evaluation: EvalTexts | None = None
 
 
 class ManifestSpec(_Strict):
@@ -168,6 +170,8 @@ class ManifestSpec(_Strict):
     card: CardSpec = Field(default_factory=CardSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     ci: CiSpec = Field(default_factory=CiSpec)
+    evaluation: EvaluationSpec | None = None
+    quality: QualityFloor | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +235,7 @@ def load_manifest(path: str | Path) -> Manifest:
         problems += _check_naming(spec, doc)
         problems += _check_domains(spec, doc)
         problems += _check_template(path, spec, doc)
+        problems += _check_evaluation(path, spec, doc)
         if not problems:
             problems += _check_statistics(path, spec, base_config, doc)
             problems += _check_expansion(spec, base_config, doc)
@@ -334,6 +339,12 @@ def repository_root(manifest_path: Path) -> Path:
         if (candidate / ".git").exists():
             return candidate
     return folder.parent
+
+
+def _check_evaluation(path: Path, spec: ManifestSpec, doc: YamlDocument) -> list[Problem]:
+    from bot.quality.check import check_evaluation
+
+    return [doc.problem(where, message) for where, message in check_evaluation(spec, path.parent)]
 
 
 def _check_template(path: Path, spec: ManifestSpec, doc: YamlDocument) -> list[Problem]:

@@ -150,3 +150,106 @@ def _frame(layers: int, experts: int) -> _Frame:
 
 def _rgba(colour: str) -> np.ndarray:
     return np.rint(to_rgba_array(colour)[0] * 255)
+
+
+# ---------------------------------------------------------------- quality against expert count
+
+QUALITY_FILENAME = "quality.png"
+_LINE_COLOURS = (
+    "#2b6cb0", "#c05621", "#2f855a", "#9b2c2c", "#6b46c1", "#b7791f", "#2c7a7b", "#97266d",
+    "#4a5568", "#276749",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class QualityLine:
+    """One domain's figures by expert count (ascending), on its own evaluation text."""
+
+    domain: str
+    experts: tuple[int, ...]
+    kl: tuple[float, ...]
+    top1: tuple[float, ...]
+
+
+def quality_png(
+    lines: list[QualityLine], *, marked: tuple[str, int], experts_before: int, text: str
+) -> bytes:
+    """PNG of KL and top-1 agreement against experts per layer: one line per domain, the
+    variant `marked` (domain, experts) ringed. The same figures always give the same bytes.
+
+    `text` names what the figures were measured on (shown in the title). The lines are
+    drawn once per release (cached); each card's ring is then stamped on with numpy.
+    """
+    if not lines or any(not line.experts for line in lines):
+        raise InputError("quality picture: no figures to draw")
+    frame = _quality_frame(tuple(lines), experts_before, text)
+    pixels = frame.pixels.astype(np.float64)
+    for centre in frame.centres.get(marked, ()):
+        _stamp_ring(pixels, centre)
+    image = Image.fromarray(np.rint(pixels).astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")  # PIL writes no time or software chunk
+    return buffer.getvalue()
+
+
+_RING_RADIUS = 7.0  # pixels: a ring around the point, as an 11 pt marker at 100 dpi
+_RING_WIDTH = 2.2
+
+
+@dataclass(frozen=True)
+class _QualityFrame:
+    pixels: np.ndarray  # [height, width, 3] uint8, every line drawn, no ring
+    centres: dict[tuple[str, int], tuple[tuple[float, float], ...]]  # (row, col) per axes
+
+
+@lru_cache(maxsize=4)
+def _quality_frame(lines: tuple[QualityLine, ...], experts_before: int, text: str) -> _QualityFrame:
+    with matplotlib.rc_context(_STYLE):
+        figure = Figure(figsize=(8.0, 3.4), dpi=_DPI)
+        canvas = FigureCanvasAgg(figure)
+        left, right = figure.subplots(1, 2)
+        for index, line in enumerate(lines):
+            colour = _LINE_COLOURS[index % len(_LINE_COLOURS)]
+            for axes, values in ((left, line.kl), (right, line.top1)):
+                axes.plot(line.experts, values, color=colour, lw=1.4, marker="o", ms=3,
+                          label=line.domain)  # fmt: skip
+        left.set_ylabel("KL(base ‖ variant), nats/token")
+        right.set_ylabel("top-1 agreement with base")
+        right.set_ylim(0, 1.02)
+        left.set_ylim(bottom=0)
+        for axes in (left, right):
+            axes.set_xlabel("experts per layer")
+            axes.set_xlim(0, experts_before + 1)
+            axes.grid(True, color="#e2e8f0", lw=0.6)
+        right.legend(loc="lower right", fontsize=8, frameon=False)
+        figure.suptitle(
+            f"Closeness to the base model ({text}); ringed: this model", x=0.01, ha="left"
+        )
+        figure.tight_layout()
+        canvas.draw()
+        pixels = np.array(canvas.buffer_rgba(), dtype=np.uint8)[..., :3]
+        height = pixels.shape[0]
+        centres = {}
+        for line in lines:
+            for at, experts in enumerate(line.experts):
+                points = []
+                for axes, values in ((left, line.kl), (right, line.top1)):
+                    x, y = axes.transData.transform((experts, values[at]))
+                    points.append((height - float(y), float(x)))
+                centres[(line.domain, experts)] = tuple(points)
+    pixels.setflags(write=False)
+    return _QualityFrame(pixels=pixels, centres=centres)
+
+
+def _stamp_ring(pixels: np.ndarray, centre: tuple[float, float]) -> None:
+    """Darken an anti-aliased black ring into `pixels` (float RGB) around (row, col)."""
+    row, col = centre
+    reach = int(_RING_RADIUS + _RING_WIDTH) + 2
+    top, left = max(0, int(row) - reach), max(0, int(col) - reach)
+    bottom = min(pixels.shape[0], int(row) + reach + 1)
+    right = min(pixels.shape[1], int(col) + reach + 1)
+    rows = np.arange(top, bottom)[:, None] + 0.5
+    cols = np.arange(left, right)[None, :] + 0.5
+    distance = np.hypot(rows - row, cols - col)
+    alpha = np.clip(_RING_WIDTH / 2 + 0.5 - np.abs(distance - _RING_RADIUS), 0.0, 1.0)
+    pixels[top:bottom, left:right] *= (1.0 - alpha)[..., None]

@@ -13,12 +13,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import units
 from bot.errors import InputError
 from bot.manifest import Manifest, Variant
 from bot.selection.spec import CalibrationStatistics
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from bot.provenance import QualityPoint
 
 MAX_JOBS = 250  # GitHub allows 256 jobs per matrix; keep a margin
 
@@ -33,9 +38,18 @@ def needs_model_run(manifest: Manifest, domain_id: str) -> bool:
 
 
 def plan_rows(
-    manifest: Manifest, *, online: bool = False, variant_ids: Iterable[str] = ()
+    manifest: Manifest,
+    *,
+    online: bool = False,
+    variant_ids: Iterable[str] = (),
+    points: Mapping[str, QualityPoint] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per variant; `online` asks the Hub what each repo needs."""
+    """One row per variant; `online` asks the Hub what each repo needs.
+
+    With `points` (current figures by variant id, see `bot.quality.saved`), each row
+    carries its figures, and a variant below the manifest's floor is `held`, online or not.
+    """
+    from bot.quality.gate import shortfall
     from bot.selection.select import select_experts
 
     chosen = [manifest.variant(v) for v in variant_ids] or list(manifest.variants)
@@ -46,7 +60,7 @@ def plan_rows(
         from bot.release import plan_release
 
         api = connect(endpoint_for(manifest))
-        for row in plan_release(manifest, api, [v.id for v in chosen]):
+        for row in plan_release(manifest, api, [v.id for v in chosen], points=points):
             actions[row.variant.id] = (str(row.action), row.reason)
     rows = []
     for v in chosen:
@@ -63,6 +77,12 @@ def plan_rows(
             row["kept_experts"] = None  # calibration: known once the base model has run
         if v.id in actions:
             row["action"], row["reason"] = actions[v.id]
+        point = (points or {}).get(v.id)
+        if point is not None:
+            row["quality"] = point.model_dump(mode="json", include={"domain_text", "general_text"})
+            held = shortfall(point, manifest.spec.quality)
+            if held and not online:
+                row["action"], row["reason"] = "held", f"{held}: not to be published"
         rows.append(row)
     return rows
 
@@ -100,6 +120,8 @@ def text_table(rows: list[dict[str, Any]], *, every_layer: bool = False) -> list
     for index, cells in enumerate(table):
         padded = [c.ljust(w) for c, w in zip(cells[:-1], widths, strict=True)]
         lines.append("  ".join([*padded, cells[-1]]).rstrip())
+        if index and not every_layer and rows[index - 1].get("action") == "held":
+            lines.append(f"    held: {rows[index - 1]['reason']}")  # the figure and the floor
         row = rows[index - 1] if index and every_layer else None
         if row is None:
             continue
@@ -199,6 +221,7 @@ def github_matrices(
     chunks: int = 1,
     online: bool = True,
     grouping: Grouping | None = None,
+    points: Mapping[str, QualityPoint] | None = None,
 ) -> list[dict[str, list[dict[str, Any]]]]:
     """GitHub Actions matrices (`{"include": [...]}`) of the variants that need work.
 
@@ -206,12 +229,14 @@ def github_matrices(
     with it, one job per group (`job`, `variants` comma-separated, `count`, `runner`),
     holding only the group's variants that need work. Split into `chunks` matrices of
     at most 250 jobs each; `online=False` lists every variant without asking the Hub.
+    A variant held by the quality floor (see `plan_release`; with `points`, figures saved
+    by `hubbot eval --save`) needs no job and is left out.
     """
     ci = manifest.spec.ci
     rows = {
         row["variant"]: row
-        for row in _rows_for_matrix(manifest, online)
-        if row.get("action", "create") != "no-op"
+        for row in _rows_for_matrix(manifest, online, points)
+        if row.get("action", "create") not in ("no-op", "held")
     }
     jobs: list[dict[str, Any]]
     if grouping is None:
@@ -281,7 +306,9 @@ def job_disk(manifest: Manifest, grouping: Grouping) -> list[JobDisk]:
     return out
 
 
-def _rows_for_matrix(manifest: Manifest, online: bool) -> list[dict[str, Any]]:
-    if online:
-        return plan_rows(manifest, online=True)
+def _rows_for_matrix(
+    manifest: Manifest, online: bool, points: Mapping[str, QualityPoint] | None
+) -> list[dict[str, Any]]:
+    if online or points:
+        return plan_rows(manifest, online=online, points=points)
     return [{"variant": v.id, "repo_id": v.repo_id, "domain": v.domain} for v in manifest.variants]

@@ -101,6 +101,59 @@ class ExampleRun(_Record):
     examples: list[ExampleRecord]
 
 
+class TextFigures(_Record):
+    """A variant measured against its base on one text set (see `bot.quality.evaluate`)."""
+
+    kl: float = Field(description="mean KL(base || variant), nats per scored token")
+    top1: float = Field(description="share of positions where both rank the same token first")
+    perplexity: float
+    base_perplexity: float
+    tokens: int = Field(description="scored next-token positions")
+
+
+class EvalTextRecord(_Record):
+    """What a text set was made from, and digests of what was read and scored."""
+
+    source: str
+    texts: int
+    tokens: int
+    text_digest: str = Field(description="sha256 of the texts read, as a JSON list")
+    tokens_digest: str = Field(description="sha256 of the scored token windows, as JSON")
+
+
+class QualityPoint(_Record):
+    """One variant's figures: on its domain's evaluation text and on the general text."""
+
+    variant: str
+    domain: str
+    experts: int
+    domain_text: TextFigures | None = None
+    general_text: TextFigures | None = None
+
+
+class Quality(_Record):
+    """How close the variant (and, for its card, the whole release) stays to the base.
+
+    Measured in one run over the release, base model loaded once, each variant by masking
+    the removed experts' router logits. `texts` holds each text set by name (`general`, or
+    `domain:<id>`); `family` every variant measured in the run, in manifest order.
+    """
+
+    method: str = "router-mask"
+    device: str
+    dtype: str
+    versions: dict[str, str]
+    tokens: int = Field(description="token budget per text set")
+    sequence_length: int
+    batch_size: int
+    texts: dict[str, EvalTextRecord]
+    family: list[QualityPoint]
+    command: str = Field(description="the command that measures these figures again")
+
+    def point(self, variant_id: str) -> QualityPoint | None:
+        return next((p for p in self.family if p.variant == variant_id), None)
+
+
 class VariantRef(_Record):
     id: str
     domain: str
@@ -153,6 +206,7 @@ class Provenance(_Record):
     files: dict[str, str] = Field(default_factory=dict, description="output file -> sha256")
     stats: ModelStats | None = None
     examples: ExampleRun | None = None
+    quality: Quality | None = None
     release: ReleaseInfo | None = None
 
     def dumps(self) -> str:

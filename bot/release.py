@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from huggingface_hub import HfApi
 
@@ -37,13 +38,20 @@ from bot.hub.publish import (
     regenerate_card,
 )
 from bot.manifest import Manifest, Variant
-from bot.provenance import Provenance
+from bot.provenance import Digests, Provenance
+from bot.quality.gate import shortfall
+from bot.quality.saved import current_points
 from bot.selection.select import select_experts
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from bot.provenance import QualityPoint
 
 
 @dataclass(frozen=True)
 class VariantPlan:
-    """A variant, what it needs, and why."""
+    """A variant, what it needs, and why (for `held`: the figure and the floor)."""
 
     variant: Variant
     action: Action
@@ -58,6 +66,7 @@ class Outcome:
     action: Action
     result: PublishResult | None
     error: str | None = None
+    reason: str | None = None
 
 
 def _chosen(manifest: Manifest, variant_ids: Iterable[str] | None) -> list[Variant]:
@@ -67,17 +76,58 @@ def _chosen(manifest: Manifest, variant_ids: Iterable[str] | None) -> list[Varia
 
 
 def plan_release(
-    manifest: Manifest, api: HfApi, variant_ids: Iterable[str] | None = None
+    manifest: Manifest,
+    api: HfApi,
+    variant_ids: Iterable[str] | None = None,
+    *,
+    points: Mapping[str, QualityPoint] | None = None,
 ) -> list[VariantPlan]:
-    """What every chosen variant needs, compared with what its repo holds."""
+    """What every chosen variant needs, compared with what its repo holds.
+
+    A variant below the manifest's quality floor is `held`: judged on the figures of its
+    published `hubbot.json` while its weights are current, else on `points` (current
+    figures by variant id, measured by `hubbot eval`) where given; a variant not measured
+    yet is judged when it is built.
+    """
     rows = []
     for variant in _chosen(manifest, variant_ids):
         selection = select_experts(manifest, variant)
-        plan: Plan = plan_variant(
-            api, variant.repo_id, desired_digests(manifest, variant, selection)
-        )
-        rows.append(VariantPlan(variant, plan.action, plan.reason))
+        desired = desired_digests(manifest, variant, selection)
+        plan: Plan = plan_variant(api, variant.repo_id, desired)
+        held = _held(manifest, variant, plan, desired, points or {})
+        if held:
+            rows.append(VariantPlan(variant, Action.HELD, held))
+        else:
+            rows.append(VariantPlan(variant, plan.action, plan.reason))
     return rows
+
+
+def _held(
+    manifest: Manifest,
+    variant: Variant,
+    plan: Plan,
+    desired: Digests,
+    points: Mapping[str, QualityPoint],
+) -> str | None:
+    """Why `variant` is held back by the quality floor, or None."""
+    floor = manifest.spec.quality
+    if floor is None:
+        return None
+    record = plan.record
+    current = record is not None and record.digests is not None
+    current = current and record.digests.weights == desired.weights  # type: ignore[union-attr]
+    point = None
+    if current and record is not None and record.quality is not None:
+        point = record.quality.point(variant.id)
+    else:
+        point = points.get(variant.id)
+    why = shortfall(point, floor)
+    if why is None:
+        return None
+    if plan.action == Action.CREATE:
+        return f"{why}: not published"
+    at = f" at {plan.revision[:12]}" if plan.revision else ""
+    return f"{why}: the published repo{at} is left as it is (not deleted); fix or unlist it"
 
 
 def publish_release(
@@ -88,10 +138,14 @@ def publish_release(
     dry_run: bool = False,
     workdir: Path | None = None,
     device: str | None = None,
+    saved_quality: Path | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
     staging: Path | None = None,
 ) -> list[Outcome]:
     """Carry the plan out: build and commit what needs it; report each variant's outcome.
+
+    `saved_quality` (`hubbot eval --save`) gives current figures without a model run, for
+    the plan's `held` and for the builds.
 
     A failing variant is reported and the others go on; nothing half-published stays
     behind, since each variant is one commit. Built folders are deleted once published,
@@ -101,10 +155,13 @@ def publish_release(
     outcomes = []
     base: Path | None = None
     with scratch_folder(workdir, "hubbot-build") as scratch:  # a killed run's is removed next time
-        for row in plan_release(manifest, api, variant_ids):
+        points = current_points(saved_quality, manifest) if saved_quality else None
+        for row in plan_release(manifest, api, variant_ids, points=points):
             try:
                 if dry_run:
                     outcome = Outcome(row.variant, row.action, None)
+                elif row.action == Action.HELD:
+                    outcome = Outcome(row.variant, row.action, None, reason=row.reason)
                 elif row.action == Action.NO_OP:
                     if manifest.spec.hub.collections:  # a past run may have failed here
                         ensure_collections(
@@ -122,21 +179,32 @@ def publish_release(
                     out = (staging or Path(scratch)) / row.variant.id
                     # build replaces a previous build of this variant, and nothing else
                     built = build_variant(
-                        manifest, row.variant, out, base_folder=base, device=device
+                        manifest,
+                        row.variant,
+                        out,
+                        base_folder=base,
+                        device=device,
+                        saved_quality=saved_quality,
                     )
                     try:
-                        result = publish_folder(
-                            api,
-                            row.variant.repo_id,
-                            built.folder,
-                            private=manifest.spec.hub.visibility == "private",
-                            collections=manifest.spec.hub.collections,
-                            message=f"hubbot: {row.action} {row.variant.id}",
-                        )
+                        quality = built.provenance.quality
+                        point = quality.point(row.variant.id) if quality else None
+                        held = shortfall(point, manifest.spec.quality)
+                        if held:  # measured only now: built, then held back
+                            outcome = Outcome(row.variant, Action.HELD, None, reason=held)
+                        else:
+                            result = publish_folder(
+                                api,
+                                row.variant.repo_id,
+                                built.folder,
+                                private=manifest.spec.hub.visibility == "private",
+                                collections=manifest.spec.hub.collections,
+                                message=f"hubbot: {row.action} {row.variant.id}",
+                            )
+                            outcome = Outcome(row.variant, row.action, result)
                     finally:
                         if staging is None:  # a release is hundreds of GB: one at a time
                             shutil.rmtree(built.folder)
-                    outcome = Outcome(row.variant, row.action, result)
             except HubbotError as exc:
                 outcome = Outcome(row.variant, row.action, None, error=str(exc))
             outcomes.append(outcome)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
@@ -25,7 +25,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from bot.hub.remote import RemoteRecord, RemoteState, read_record
 from bot.hub.retry import HubCaller, HubError, RetryPolicy
-from bot.provenance import FILENAME, Digests
+from bot.provenance import FILENAME, Digests, Provenance
 
 CARD = "README.md"
 PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"})
@@ -41,6 +41,7 @@ class Action(StrEnum):
     REBUILD = "rebuild"
     CARD_ONLY = "card-only"
     NO_OP = "no-op"
+    HELD = "held"  # below the manifest's quality floor: not published, nothing deleted
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Plan:
     reason: str
     revision: str | None
     remote: Digests | None
+    record: Provenance | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def plan_variant(
             f"{remote.problem}; hubbot will not overwrite a repo whose record it cannot "
             f"read (fix or delete {FILENAME} there)",
         )
-    return decide(remote, desired)
+    return replace(decide(remote, desired), record=remote.record)
 
 
 def decide(remote: RemoteRecord, desired: Digests) -> Plan:
