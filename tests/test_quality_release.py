@@ -14,6 +14,7 @@ from bot.cli import cli
 from bot.errors import InputError
 from bot.manifest import load_manifest
 from bot.provenance import read_provenance
+from tests.fresh_process import heavy_imports
 from tests.quality_release import write_release
 
 VARIANTS = ["prose-2", "prose-4", "prose-6", "math-2", "math-4", "math-6"]
@@ -39,6 +40,11 @@ def _line_col(path: Path, needle: str) -> str:
 
 
 # ---------------------------------------------------------------- validation
+
+
+def test_validating_evaluation_text_needs_no_model_library(tmp_path: Path) -> None:
+    path = write_release(tmp_path, base=False, quality="quality: {max_kl: 0.5, min_top1: 0.2}")
+    assert heavy_imports(["validate", str(path)]) == ([0], [])
 
 
 def test_evaluation_text_that_overlaps_calibration_is_refused_where_it_stands(

@@ -7,6 +7,9 @@ caches the result per manifest, base and device, so that building every variant 
 release in one process measures them once; `quality_record` is what one variant's
 `hubbot.json` carries: the whole family's figures, for its card's table and picture.
 
+Importing this module is cheap (no torch): plans and digests ask it what a manifest
+measures; the model code loads only when something is measured.
+
 Example:
     >>> quality = evaluate_release(manifest, device="cpu")                 # doctest: +SKIP
     >>> quality.figures["math-4"][domain_set("math")].kl                   # doctest: +SKIP
@@ -20,14 +23,16 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.errors import InputError
 from bot.manifest import Manifest, Variant
 from bot.provenance import EvalTextRecord, Quality, QualityPoint, TextFigures
-from bot.quality.evaluate import Figures, evaluate_variants
 from bot.quality.spec import EvaluationSpec
 from bot.quality.texts import GENERAL, EvalSet, describe, make_set, read_texts
+
+if TYPE_CHECKING:
+    from bot.quality.evaluate import Figures
 
 _CACHE: dict[tuple[Any, ...], ReleaseQuality] = {}
 
@@ -103,6 +108,7 @@ def evaluate_release(
     """Measure the chosen variants (every one by default) against the base model."""
     from bot.build import fetch_manifest_base
     from bot.examples import _versions, load_model
+    from bot.quality.evaluate import evaluate_variants
     from bot.selection.select import select_experts
 
     if not evaluation_enabled(manifest):
