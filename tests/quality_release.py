@@ -8,6 +8,12 @@ from pathlib import Path
 from bot.fixtures import write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = next(
+    path
+    for path in (ROOT / "tests" / "data" / "tiny-gpt-oss.config.json",
+                 ROOT / "manifests" / "tiny-gpt-oss.config.json")
+    if path.is_file()
+)  # fmt: skip
 
 GENERAL = """\
 The committee met on Tuesday to discuss the new library opening hours.
@@ -78,7 +84,7 @@ def write_release(folder: Path, *, quality: str = "", base: bool = True) -> Path
     """
     (folder / "manifests").mkdir(parents=True)
     shutil.copytree(ROOT / "templates", folder / "templates")
-    shutil.copy(ROOT / "manifests" / "tiny-gpt-oss.config.json", folder / "manifests")
+    shutil.copy(TINY_CONFIG, folder / "manifests")
     (folder / "manifests" / "general.txt").write_text(GENERAL, encoding="utf-8")
     if base:
         write_tiny_model(folder / "base", layout="mxfp4")
