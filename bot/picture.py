@@ -19,12 +19,9 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
-import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import to_rgba_array
-from matplotlib.figure import Figure
 from PIL import Image
 
 from bot.errors import HubbotError, InputError
@@ -77,20 +74,46 @@ class _Frame:
     cell: np.ndarray  # [height, width] True where a cell covers the pixel, even partly
 
 
+@dataclass(frozen=True)
+class _Matplotlib:
+    """The parts of matplotlib we draw with."""
+
+    rc_context: Any
+    Figure: Any
+    Canvas: Any
+    ListedColormap: Any
+    to_rgba_array: Any
+
+
+@lru_cache(maxsize=1)
+def _matplotlib() -> _Matplotlib:
+    """matplotlib, imported when the first picture is drawn: commands that only check a
+    manifest (which reach this module through the card's template check) never load it."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap, to_rgba_array
+    from matplotlib.figure import Figure
+
+    return _Matplotlib(
+        matplotlib.rc_context, Figure, FigureCanvasAgg, ListedColormap, to_rgba_array
+    )
+
+
 @lru_cache(maxsize=8)
 def _frame(layers: int, experts: int) -> _Frame:
-    with matplotlib.rc_context(_STYLE):
+    mpl = _matplotlib()
+    with mpl.rc_context(_STYLE):
         width = max(3.2, 0.6 + _CELL_INCHES * experts)
         height = 0.8 + _CELL_INCHES * layers
-        figure = Figure(figsize=(width, height), dpi=_DPI)
-        canvas = FigureCanvasAgg(figure)
+        figure = mpl.Figure(figsize=(width, height), dpi=_DPI)
+        canvas = mpl.Canvas(figure)
         # Margins in inches: 0.5 left, 0.1 right, 0.45 below (labels), 0.35 above (title).
         axes = figure.add_axes(
             (0.5 / width, 0.45 / height, (width - 0.6) / width, (height - 0.8) / height)
         )
         axes.imshow(
             np.zeros((layers, experts)),
-            cmap=matplotlib.colors.ListedColormap([DROPPED_COLOUR]),
+            cmap=mpl.ListedColormap([DROPPED_COLOUR]),
             aspect="equal",
             interpolation="nearest",
         )
@@ -149,7 +172,7 @@ def _frame(layers: int, experts: int) -> _Frame:
 
 
 def _rgba(colour: str) -> np.ndarray:
-    return np.rint(to_rgba_array(colour)[0] * 255)
+    return np.rint(_matplotlib().to_rgba_array(colour)[0] * 255)
 
 
 # ---------------------------------------------------------------- quality against expert count
@@ -204,9 +227,10 @@ class _QualityFrame:
 
 @lru_cache(maxsize=4)
 def _quality_frame(lines: tuple[QualityLine, ...], experts_before: int, text: str) -> _QualityFrame:
-    with matplotlib.rc_context(_STYLE):
-        figure = Figure(figsize=(8.0, 3.4), dpi=_DPI)
-        canvas = FigureCanvasAgg(figure)
+    mpl = _matplotlib()
+    with mpl.rc_context(_STYLE):
+        figure = mpl.Figure(figsize=(8.0, 3.4), dpi=_DPI)
+        canvas = mpl.Canvas(figure)
         left, right = figure.subplots(1, 2)
         for index, line in enumerate(lines):
             colour = _LINE_COLOURS[index % len(_LINE_COLOURS)]
