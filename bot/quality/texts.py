@@ -43,22 +43,9 @@ class EvalSet:
 
 def read_texts(spec: EvalTexts, base_dir: Path) -> list[str]:
     """The texts of an evaluation source: prompts, then files, then the dataset column."""
-    texts = list(spec.prompts)
-    for name in spec.files:
-        path = base_dir / name
-        try:
-            texts.append(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"evaluation file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"evaluation file {path}: cannot read as UTF-8: {exc}") from None
-    if spec.dataset is not None:
-        from bot.selection.calibrate import dataset_texts
+    from bot.selection.calibrate import source_texts
 
-        texts += dataset_texts(spec.dataset, base_dir)
-    if not any(t.strip() for t in texts):
-        raise InputError("evaluation has no text (prompts, files and dataset are all empty)")
-    return texts
+    return source_texts(spec.prompts, spec.files, spec.dataset, base_dir, "evaluation")
 
 
 def describe(spec: EvalTexts) -> str:

@@ -32,19 +32,31 @@ from bot.selection.statistics import ExpertStatistics, make_statistics
 
 def calibration_texts(spec: CalibrationStatistics, base_dir: Path) -> list[str]:
     """The texts of a calibration source: prompts, then files, then the dataset column."""
-    texts = list(spec.prompts)
-    for name in spec.files:
+    return source_texts(spec.prompts, spec.files, spec.dataset, base_dir, "calibration")
+
+
+def source_texts(
+    prompts: Sequence[str],
+    files: Sequence[str],
+    dataset: DatasetTexts | None,
+    base_dir: Path,
+    what: str,
+) -> list[str]:
+    """Prompts, then files (relative to `base_dir`), then a dataset column; `what` names the
+    source in errors ("calibration", "evaluation")."""
+    texts = list(prompts)
+    for name in files:
         path = base_dir / name
         try:
             texts.append(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise InputError(f"calibration file {path} does not exist") from None
+            raise InputError(f"{what} file {path} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"calibration file {path}: cannot read as UTF-8: {exc}") from None
-    if spec.dataset is not None:
-        texts += dataset_texts(spec.dataset, base_dir)
+            raise InputError(f"{what} file {path}: cannot read as UTF-8: {exc}") from None
+    if dataset is not None:
+        texts += dataset_texts(dataset, base_dir)
     if not any(t.strip() for t in texts):
-        raise InputError("calibration has no text (prompts, files and dataset are all empty)")
+        raise InputError(f"{what} has no text (prompts, files and dataset are all empty)")
     return texts
 
 
