@@ -74,12 +74,13 @@ def build_20b_16(folder: Path, device: str, experts: int = 16) -> Path:
     """gpt-oss-20b's architecture with `experts` random BF16 experts per layer, saved."""
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
+    from bot.descriptors import descriptor_for
     from bot.fixtures.tokenizer import vocab_size
 
     data = json.loads((ROOT / "manifests" / "gpt-oss-20b.config.json").read_text())
     for key in ("quantization_config", "architectures", "transformers_version"):
         data.pop(key, None)
-    data["num_local_experts"] = experts
+    data = descriptor_for(data).rewrite_config(data, experts)
     generation = tiny_generation_config()  # the small tokenizer's end/pad ids
     data["eos_token_id"], data["pad_token_id"] = (
         generation["eos_token_id"][0],

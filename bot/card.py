@@ -32,6 +32,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from bot import units
 from bot.errors import InputError
+from bot.families.hooks import card_family
 from bot.picture import FILENAME as PICTURE
 from bot.picture import QUALITY_FILENAME, QualityLine, kept_experts_png, quality_png
 from bot.provenance import Provenance, Quality, TextFigures
@@ -71,6 +72,7 @@ def render_card(record: Provenance, template: Path) -> str:
     context["picture"] = PICTURE
     context["quality_view"] = quality_view(record)
     context["model_index"] = model_index(record)
+    context["family"] = card_family(record.stats.model_type if record.stats else None)
     try:
         text = compiled.render(context)
     except jinja2.TemplateError as exc:

@@ -467,12 +467,22 @@ def hub_serve(root: Path, port: int, tokens: tuple[str, ...]) -> None:
     "--serve", "keep_serving", is_flag=True, help="Keep the local Hub up afterwards, to browse."
 )
 @click.option("--port", default=0, show_default=True, help="The local Hub's port (0: any free).")
+@click.option(
+    "--manifest",
+    "manifest_path",
+    type=click.Path(path_type=Path),
+    default=Path("manifests/demo.yaml"),
+    show_default=True,
+    help="The demo release (manifests/demo-qwen3-moe.yaml: a Qwen3-MoE one).",
+)
 @_errors_to_exit_codes
-def demo(workdir: Path, keep_serving: bool, port: int) -> None:
+def demo(workdir: Path, keep_serving: bool, port: int, manifest_path: Path) -> None:
     """Build and publish the demo release to a local Hub (the embedded defaults)."""
     from bot.demo import run_demo
 
-    run_demo(workdir, keep_serving=keep_serving, port=port, echo=click.echo)
+    run_demo(
+        workdir, manifest_path=manifest_path, keep_serving=keep_serving, port=port, echo=click.echo
+    )
 
 
 def _points(manifest: Any, quality_file: Path | None) -> Any:

@@ -1,9 +1,10 @@
 """The demo: the demo release of a tiny model, published to a local Hub.
 
 It runs exactly what a real release runs, on the embedded defaults: a local
-Hub-compatible server on 127.0.0.1, hubbot's trained tiny GPT-OSS model (`bot/data/tiny-moe`)
-uploaded to it as the base, and
-`manifests/demo.yaml` planned, built and published through `HfApi`. Publishing a second
+Hub-compatible server on 127.0.0.1, the base model the manifest pins uploaded to it
+(`manifests/demo.yaml`: hubbot's trained tiny GPT-OSS model, `bot/data/tiny-moe`;
+`manifests/demo-qwen3-moe.yaml`: a tiny random Qwen3-MoE one), and the manifest planned,
+built and published through `HfApi`. Publishing a second
 time shows that an unchanged release makes no commit. Everything stays under the work
 folder: the Hub's repos in `hub/`, the built folders in `staged/<variant>`. With
 `keep_serving` the Hub stays up afterwards (on `port`, if given) to browse.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,7 +72,7 @@ def run_demo(
 def _publish_demo(
     endpoint: str, token: str, manifest_path: Path, workdir: Path, echo: Callable[[str], None]
 ) -> None:
-    from bot.fixtures.trained import trained_model_folder
+    from bot.fixtures.families import demo_base
     from bot.hub.publish import connect
     from bot.hub.seed import seed_repo
     from bot.manifest import load_manifest
@@ -79,7 +81,8 @@ def _publish_demo(
     manifest = load_manifest(manifest_path)
     api = connect(endpoint, token)
     base = manifest.spec.base
-    seeded = seed_repo(api, base.repo, trained_model_folder())
+    with tempfile.TemporaryDirectory(prefix="hubbot-base-") as tmp:
+        seeded = seed_repo(api, base.repo, demo_base(Path(tmp) / "base", manifest.base_config))
     echo(f"local Hub at {endpoint} (repos in {workdir / 'hub'})")
     echo(f"base model {base.repo} at {seeded[:12]}")
 
@@ -102,7 +105,8 @@ def _publish_demo(
         raise HubbotError(f"{len(failed)} demo variants failed")
     variant = manifest.variants[0]
     examples = manifest.domain(variant.domain).examples
-    _load_one(variant.repo_id, examples[0] if examples else "Hello", echo)
+    mxfp4 = manifest.spec.output.format == "mxfp4"
+    _load_one(variant.repo_id, examples[0] if examples else "Hello", mxfp4, echo)
 
 
 def _actions(outcomes: list[Outcome]) -> str:
@@ -166,19 +170,18 @@ def _one_line(text: str, width: int = 60) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def _load_one(repo_id: str, prompt: str, echo: Callable[[str], None]) -> None:
+def _load_one(repo_id: str, prompt: str, mxfp4: bool, echo: Callable[[str], None]) -> None:
     """Download one published variant with transformers and answer one of its examples."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Mxfp4Config
 
     from bot.examples import quiet_loading
-    from bot.harmony import parse_harmony
+    from bot.families.hooks import chat_format
 
+    options = {"quantization_config": Mxfp4Config(dequantize=True)} if mxfp4 else {}
     with quiet_loading():
         tokenizer = AutoTokenizer.from_pretrained(repo_id)
-        model = AutoModelForCausalLM.from_pretrained(
-            repo_id, quantization_config=Mxfp4Config(dequantize=True)
-        )
+        model = AutoModelForCausalLM.from_pretrained(repo_id, **options)
     inputs = tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}],
         add_generation_prompt=True,
@@ -188,6 +191,7 @@ def _load_one(repo_id: str, prompt: str, echo: Callable[[str], None]) -> None:
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=24, do_sample=False)
     text = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=False)
-    parsed = parse_harmony(text)
-    answer = parsed.final or text
+    plain = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    _, final = chat_format(model.config.to_dict()).parse(text, plain)
+    answer = final or text
     echo(f"loaded {repo_id} from the local Hub with transformers: {prompt} -> {_one_line(answer)}")

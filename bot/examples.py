@@ -7,7 +7,9 @@ run is for small models and tests). MXFP4 checkpoints run natively where transfo
 has kernels for them (CUDA), and are otherwise unpacked to BF16 while loading
 (`Mxfp4Config(dequantize=True)`); the record says which. Prompts go through the
 repository's own chat template, left-padded, with the KV cache; decoding is greedy or
-sampling seeded from the spec. Remote code is never run.
+sampling seeded from the spec. The family's chat format (`bot.families.hooks`) says which
+settings the template takes, which tokens end a turn and how an answer splits into
+reasoning and final text (harmony). Remote code is never run.
 
 Example:
     >>> run = run_examples(Path("out/science-16"), ["Why is the sky blue?"],
@@ -31,7 +33,7 @@ import torch
 
 from bot import __version__
 from bot.errors import HubbotError, InputError
-from bot.harmony import parse_harmony
+from bot.families.hooks import chat_format
 from bot.manifest import GenerationSpec
 from bot.provenance import ExampleRecord, ExampleRun
 
@@ -40,8 +42,6 @@ DTYPES: dict[str, torch.dtype] = {
     "mps": torch.float16,
     "cpu": torch.float32,
 }
-STOP_TOKENS = ("<|return|>", "<|call|>")
-"""Harmony tokens that end an assistant turn, added to the repo's own end-of-sequence ids."""
 
 
 def choose_device(requested: str | None = None) -> str:
@@ -156,14 +156,16 @@ def generate_examples(
     if not prompts:
         raise InputError("no example prompts to run")
     model, tokenizer = loaded.model, loaded.tokenizer
-    stop_ids = _stop_ids(tokenizer, model.generation_config)
+    chat = chat_format(model.config.to_dict())
+    stop_ids = _stop_ids(tokenizer, model.generation_config, chat.stop_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    template_options = {name: getattr(generation, name) for name in chat.template_options}
     texts = [
         tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}],
             tokenize=False,
             add_generation_prompt=True,
-            reasoning_effort=generation.reasoning_effort,
+            **template_options,
         )
         for prompt in prompts
     ]
@@ -201,13 +203,14 @@ def generate_examples(
         finished = bool(ends)
         tokens = tokens[: ends[0] + 1] if finished else tokens
         completion = tokenizer.decode(tokens, skip_special_tokens=False)
-        parsed = parse_harmony(completion)
+        plain = tokenizer.decode(tokens, skip_special_tokens=True)
+        analysis, final = chat.parse(completion, plain)
         examples.append(
             ExampleRecord(
                 prompt=prompt,
                 completion=completion,
-                analysis=parsed.analysis,
-                final=parsed.final,
+                analysis=analysis,
+                final=final,
                 finished=finished,
                 prompt_tokens=int(batch["attention_mask"][row].sum()),
                 completion_tokens=len(tokens),
@@ -238,12 +241,12 @@ def _is_mxfp4(model_dir: Path) -> bool:
     return (config.get("quantization_config") or {}).get("quant_method") == "mxfp4"
 
 
-def _stop_ids(tokenizer: Any, generation_config: Any) -> list[int]:
-    """End-of-sequence ids: the repo's own, plus the harmony turn-ending tokens it knows."""
+def _stop_ids(tokenizer: Any, generation_config: Any, stop_tokens: tuple[str, ...]) -> list[int]:
+    """End-of-sequence ids: the repo's own, plus the chat format's turn-ending tokens."""
     ids = generation_config.eos_token_id
     ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
     vocab = tokenizer.get_vocab()
-    ids += [vocab[token] for token in STOP_TOKENS if token in vocab]
+    ids += [vocab[token] for token in stop_tokens if token in vocab]
     ids = sorted(set(ids))
     if not ids:
         raise HubbotError("the model has no end-of-sequence token")

@@ -232,6 +232,7 @@ def load_manifest(path: str | Path) -> Manifest:
     problems += _check_names(path, spec, doc)
     if base_config is not None:
         problems += _check_counts(spec, base_config, doc)
+        problems += _check_family(spec, base_config, doc)
         problems += _check_naming(spec, doc)
         problems += _check_domains(spec, doc)
         problems += _check_template(path, spec, doc)
@@ -312,13 +313,12 @@ def _read_base_config(
         return None, [doc.problem(where, f"cannot read base config: {exc}")]
     if not isinstance(config, dict):
         return None, [doc.problem(where, f"{config_path} is not a JSON object")]
-    missing = [
-        k for k in ("model_type", "num_local_experts", "num_hidden_layers") if k not in config
-    ]
-    if missing:
-        return None, [doc.problem(where, f"{config_path} is not a MoE config (lacks {missing})")]
     try:
         descriptor = descriptor_for(config)
+        missing = descriptor.missing_keys(config)
+        if missing:
+            message = f"{config_path} is not a MoE config (lacks {missing})"
+            return None, [doc.problem(where, message)]
         # the sizes every later loop runs over must be in bounds
         descriptor.num_layers(config), descriptor.num_experts(config), descriptor.top_k(config)
         parameter_counts(config)
@@ -476,12 +476,11 @@ def _model_folder_lacks(folder: Path) -> str:
     return ""
 
 
-def _top_k(config: dict[str, Any]) -> int:
-    return int(config.get("num_experts_per_tok") or config.get("experts_per_token") or 1)
-
-
 def _check_counts(spec: ManifestSpec, config: dict[str, Any], doc: YamlDocument) -> list[Problem]:
-    low, high = _top_k(config), int(config["num_local_experts"])
+    from bot.descriptors import descriptor_for
+
+    descriptor = descriptor_for(config)
+    low, high = descriptor.top_k(config), descriptor.num_experts(config)
     problems = []
     blocks: list[tuple[tuple[str | int, ...], ExpertCounts]] = [(("experts",), spec.experts)]
     blocks += [
@@ -502,9 +501,41 @@ def _check_counts(spec: ManifestSpec, config: dict[str, Any], doc: YamlDocument)
                         f"each token to {low} of {high} experts)",
                     )
                 )
-        if not found and not block.values():  # bounded now: the range is at most `high` long
-            found.append(doc.problem(where, "no expert count left after exclusions"))
+        if not found:  # bounded now: the range is at most `high` long
+            values = block.values()
+            if not values:
+                found.append(doc.problem(where, "no expert count left after exclusions"))
+            grouped = [n for n in values if descriptor.group_problem(config, n)]
+            if grouped:
+                why = descriptor.group_problem(config, grouped[0])
+                found.append(doc.problem(where, f"expert count {grouped[0]}: {why}"))
         problems += found
+    return problems
+
+
+def _check_family(spec: ManifestSpec, config: dict[str, Any], doc: YamlDocument) -> list[Problem]:
+    """What the base model's family cannot do: an output format, a chat template option."""
+    from bot.descriptors import descriptor_for
+    from bot.families.hooks import chat_format
+
+    descriptor = descriptor_for(config)
+    problems = []
+    quantized = {layout.quant_method for layout in descriptor.layouts if layout.quantized}
+    if spec.output.format != "bf16" and spec.output.format not in quantized:
+        problems.append(
+            doc.problem(
+                ("output", "format"),
+                f"{descriptor.title} checkpoints have no {spec.output.format} layout; use bf16",
+            )
+        )
+    options = chat_format(config).template_options
+    for name in sorted(spec.generation.model_fields_set & {"reasoning_effort"} - set(options)):
+        problems.append(
+            doc.problem(
+                ("generation", name),
+                f"{descriptor.title}'s chat template takes no {name} (only harmony does)",
+            )
+        )
     return problems
 
 

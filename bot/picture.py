@@ -35,11 +35,17 @@ _STYLE = {"font.family": "DejaVu Sans", "font.size": 9}
 
 
 def kept_grid(kept_experts: dict[str, list[int]], experts_before: int) -> np.ndarray:
-    """Boolean array [layer, expert]: True where the layer keeps that original expert."""
+    """Boolean array [layer, expert]: True where the layer keeps that original expert.
+
+    Layers are the MoE layers kept lists name; a dense layer below the last (DeepSeek's
+    first layers) is a row with nothing kept.
+    """
+    if not all(str(layer).isdigit() for layer in kept_experts):
+        raise InputError(f"kept_experts: layers must be numbers, got {sorted(kept_experts)}")
     layers = sorted(int(layer) for layer in kept_experts)
-    if not layers or layers != list(range(len(layers))):
-        raise InputError(f"kept_experts: layers must be 0..N-1, got {layers}")
-    grid = np.zeros((len(layers), experts_before), dtype=bool)
+    if not layers:
+        raise InputError("kept_experts: no layers")
+    grid = np.zeros((layers[-1] + 1, experts_before), dtype=bool)
     for layer, experts in kept_experts.items():
         if any(not 0 <= e < experts_before for e in experts):
             raise InputError(

@@ -93,10 +93,15 @@ def offline_plan(manifest: Manifest) -> list[dict[str, Any]]:
 
 
 def kept_text(kept: dict[str, list[int]] | None, layer: str = "0") -> str:
-    """One layer's kept experts for a table cell, and how many layers there are."""
+    """One layer's kept experts for a table cell, and how many layers there are.
+
+    A model whose layer `layer` is dense (no kept list) shows its first MoE layer, named.
+    """
     if kept is None:
         return "known after calibration (--hub, or build)"
-    experts = " ".join(str(e) for e in kept[layer])
+    shown = layer if layer in kept else min(kept, key=int)
+    experts = " ".join(str(e) for e in kept[shown])
+    experts = experts if shown == layer else f"layer {shown}: {experts}"
     more = len(kept) - 1
     return f"{experts} (+{more} layers)" if more else experts
 

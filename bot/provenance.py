@@ -74,6 +74,9 @@ class ModelStats(_Record):
     positional_encoding: str
     norm: str
     storage_format: str
+    model_type: str | None = Field(
+        default=None, description="the base's config model_type (absent in older records)"
+    )
 
 
 class ExampleRecord(_Record):

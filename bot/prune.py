@@ -177,7 +177,8 @@ def prune_checkpoint(
     dequantize = dtype == "bf16" and layout.quantized
     out_layout = descriptor.layout(descriptor.dequantized_layout) if dequantize else layout
     jobs = _plan(descriptor, layout, config, ckpt, kept, dequantize)
-    out_config = descriptor.rewrite_config(config, len(kept[0]), drop_quantization=dequantize)
+    count = len(next(iter(kept.values())))
+    out_config = descriptor.rewrite_config(config, count, drop_quantization=dequantize)
     draft = _provenance_draft(provenance, kept, src, out_layout.name)
     claim = _check_destination(src, dst)
     try:
@@ -212,8 +213,12 @@ def prune_checkpoint(
 def check_keep(
     keep: dict[int, list[int]], descriptor: ModelDescriptor, config: dict[str, Any]
 ) -> dict[int, tuple[int, ...]]:
-    """Validate a keep list against a config; kept experts per layer, sorted."""
+    """Validate a keep list against a config; kept experts per MoE layer, sorted.
+
+    The keep list names every MoE layer of the config (dense layers have no experts).
+    """
     layers, experts = descriptor.num_layers(config), descriptor.num_experts(config)
+    moe_layers = descriptor.moe_layer_indices(config)
     top_k = descriptor.top_k(config)
     problems = []
     if not isinstance(keep, dict):
@@ -223,9 +228,12 @@ def check_keep(
             problems.append(f"keep list: layer key {layer!r} is not an integer")
         elif not 0 <= layer < layers:
             problems.append(f"keep list: layer {layer} does not exist (layers 0..{layers - 1})")
-    for layer in range(layers):
+        elif layer not in moe_layers:
+            problems.append(f"keep list: layer {layer} is dense (it has no experts)")
+    for layer in moe_layers:
         if layer not in keep:
-            problems.append(f"keep list: layer {layer} is missing (the model has {layers} layers)")
+            what = f"{layers} layers" if len(moe_layers) == layers else "experts there"
+            problems.append(f"keep list: layer {layer} is missing (the model has {what})")
             continue
         chosen = list(keep[layer])
         for expert in chosen:
@@ -242,16 +250,43 @@ def check_keep(
                 f"keep list: layer {layer}: keeps {len(set(chosen))} experts, fewer than the "
                 f"{top_k} each token is routed to"
             )
-    counts = {layer: len(keep[layer]) for layer in range(layers) if layer in keep}
+    counts = {layer: len(keep[layer]) for layer in moe_layers if layer in keep}
     if not problems and len(set(counts.values())) > 1:
         detail = ", ".join(f"layer {layer}: {n}" for layer, n in counts.items())
         problems.append(
             f"keep list: every layer must keep the same number of experts ({detail}); the "
             f"config has one {descriptor.num_experts_key}"
         )
+    if not problems and counts:
+        problems += _group_problems(keep, moe_layers, descriptor, config)
     if problems:
         raise InputError("\n".join(problems))
-    return {layer: tuple(sorted(keep[layer])) for layer in range(layers)}
+    return {layer: tuple(sorted(keep[layer])) for layer in moe_layers}
+
+
+def _group_problems(
+    keep: dict[int, list[int]],
+    moe_layers: list[int],
+    descriptor: ModelDescriptor,
+    config: dict[str, Any],
+) -> list[str]:
+    """Group-limited routing stays exact when every group keeps the same number (>= 2)."""
+    groups = descriptor.num_groups(config)
+    if groups <= 1:
+        return []
+    why = descriptor.group_problem(config, len(keep[moe_layers[0]]))
+    if why:
+        return [f"keep list: {why}"]
+    for layer in moe_layers:
+        per_group = [0] * groups
+        for expert in keep[layer]:
+            per_group[descriptor.group_of(config, expert)] += 1
+        if len(set(per_group)) > 1:
+            return [
+                f"keep list: layer {layer} keeps {per_group} experts of its {groups} routing "
+                "groups; group-limited routing needs the same number kept in every group"
+            ]
+    return []
 
 
 # ---------------------------------------------------------------- checks
@@ -264,13 +299,13 @@ def _check_tensors(
     where = ckpt.index or ckpt.folder
     problems = []
     experts = range(descriptor.num_experts(config)) if layout.per_expert else [None]
-    for layer in range(descriptor.num_layers(config)):
+    for layer in descriptor.moe_layer_indices(config):
         specs = [(s, None) for s in descriptor.router_tensors]
         specs += [(s, e) for s in layout.tensors for e in experts]
         for spec, expert in specs:
             name = spec.tensor_name(layer, expert)
             info = ckpt.tensors.get(name)
-            shape = spec.resolve_shape(config)
+            shape = descriptor.shape(spec, config)
             if info is None:
                 problems.append(
                     f"{where}: lacks tensor {name} ({descriptor.model_type} {layout.name} layout)"
@@ -382,7 +417,7 @@ def _plan(
     dequantize: bool,
 ) -> list[_Job]:
     """Output tensors in the source's file order, each with the byte ranges it is made of."""
-    count = len(kept[0])
+    count = len(next(iter(kept.values())))
     handled: set[str] = set()
     jobs: list[_Job] = []
     for layer, experts in kept.items():
@@ -407,8 +442,9 @@ def _plan(
                 for spec in layout.tensors
                 for e in range(descriptor.num_experts(config))
             )
+    dropped = descriptor.dropped_prefixes(config)
     for info in ckpt.tensors.values():
-        if info.name not in handled:
+        if info.name not in handled and not info.name.startswith(dropped):
             jobs.append(_Job(OutTensor(info.name, info.dtype, info.shape), (_whole(info),)))
     shard_order = {path: i for i, path in enumerate(ckpt.shards)}
     return sorted(jobs, key=lambda j: _first(j, shard_order))
@@ -464,7 +500,7 @@ def _dequant_job(
     )
     blocks = ckpt.tensors[blocks_spec.tensor_name(layer)]
     scales = ckpt.tensors[scales_spec.tensor_name(layer)]
-    shape = target.resolve_shape(config, **{descriptor.num_experts_key: len(experts)})
+    shape = descriptor.shape(target, config, len(experts))
     return _Job(
         OutTensor(blocks_spec.model_name(layer), "BF16", shape),
         packed=tuple((_row(blocks, e), _row(scales, e)) for e in experts),

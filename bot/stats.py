@@ -1,10 +1,10 @@
 """Model statistics computed from a config and safetensors headers, never typed in.
 
-`parameter_counts` is arithmetic over the descriptor's tensor shapes (no torch import; a
-test keeps it equal to a meta-device count of transformers' model); the manifest uses it
-to name variants before any weights exist. `model_stats` describes a finished checkpoint
-folder from its `config.json` and the JSON headers of its safetensors files (the tensor
-data is never read). Counts are of the dequantized (BF16) model, which is what the
+`parameter_counts` is arithmetic over the family's tensor table (no torch import; a test
+keeps it equal to a meta-device count of transformers' model for every family); the
+manifest uses it to name variants before any weights exist. `model_stats` describes a
+finished checkpoint folder from its `config.json` and the JSON headers of its safetensors
+files (the tensor data is never read). Counts are of the dequantized (BF16) model, which is what the
 published names use: an MXFP4 `_blocks` byte holds two values, `_scales` are not counted.
 
 Example:
@@ -29,9 +29,6 @@ from bot.provenance import ModelStats
 from bot.verify import float_dtype
 
 INDEX_FILE = "model.safetensors.index.json"
-_EXPERT_PART = ".mlp.experts."
-_ROUTER_PART = ".mlp.router."
-_EMBEDDING_PART = "embed_tokens."
 _ROPE_NAMES = {
     "yarn": "YaRN",
     "linear": "linear",
@@ -63,15 +60,19 @@ class ParameterCounts:
 
 
 def parameter_counts(config: dict[str, Any]) -> ParameterCounts:
-    """Exact parameter counts for a MoE `config.json` (as a dict), from tensor shapes.
+    """Exact parameter counts for a MoE `config.json` (as a dict), from its family's shapes.
 
     Raises `InputError` for an unknown model type or a config lacking a key a shape needs.
+    Buffers (stored, not parameters) are not counted.
     """
     descriptor = descriptor_for(config)
 
     def numel(experts: int) -> int:
-        shapes = descriptor.dequantized_shapes(config, experts=experts)
-        return sum(math.prod(shape) for shape in shapes.values())
+        return sum(
+            math.prod(shape)
+            for _, shape, spec in descriptor.tensor_table(config, experts=experts)
+            if not spec.buffer
+        )
 
     shared = numel(0)
     return ParameterCounts(
@@ -97,19 +98,16 @@ def checkpoint_bytes(config: dict[str, Any], *, experts: int, layout: str | None
     )
 
 
-def _top_k(config: dict[str, Any]) -> int:
-    return int(config.get("num_experts_per_tok") or config.get("experts_per_token") or 1)
-
-
 # ---------------------------------------------------------------- checkpoint folders
 
 
-def dequantized_values(tensor: TensorInfo) -> int:
-    """Parameters a tensor holds once dequantized (MXFP4 blocks: two per byte, scales: none)."""
+def dequantized_values(tensor: TensorInfo, packing: str = "plain") -> int:
+    """Parameters a tensor holds once dequantized; `packing` is its family layout's word for
+    it (MXFP4 `blocks`: two values per byte, `scales`: none)."""
     count = math.prod(tensor.shape)
-    if tensor.name.endswith("_scales"):
+    if packing == "scales":
         return 0
-    if tensor.name.endswith("_blocks") and tensor.dtype == "U8":
+    if packing == "blocks" and tensor.dtype == "U8":
         return 2 * count
     return count
 
@@ -120,7 +118,8 @@ def model_stats(folder: Path, *, base_config: dict[str, Any]) -> ModelStats:
     Raises `InputError` when the config and the tensors disagree, or a file is truncated.
     """
     config = _read_config(folder)
-    experts_before = int(base_config["num_local_experts"])
+    descriptor = descriptor_for(config)
+    experts_before = descriptor.num_experts(base_config)
     checkpoint = open_checkpoint(folder)
     tensors = list(checkpoint.tensors.values())
     size = 0
@@ -130,24 +129,33 @@ def model_stats(folder: Path, *, base_config: dict[str, Any]) -> ModelStats:
             raise InputError(f"{path}: {actual} bytes on disk, its header describes {expected}")
         size += actual
 
-    layers = int(config["num_hidden_layers"])
-    experts = int(config["num_local_experts"])
-    top_k = _top_k(config)
+    layers = descriptor.num_layers(config)
+    moe_layers = len(descriptor.moe_layer_indices(config))
+    experts = descriptor.num_experts(config)
+    top_k = descriptor.top_k(config)
     if not 0 < experts <= experts_before:
         raise InputError(f"{folder}: {experts} experts per layer, base model has {experts_before}")
-    total = sum(dequantized_values(t) for t in tensors)
-    expert_values = sum(
-        dequantized_values(t) for t in tensors if _EXPERT_PART in t.name or _ROUTER_PART in t.name
-    )
-    per_expert, rest = divmod(expert_values, layers * experts)
+    layout = descriptor.detect_layout(config, checkpoint.tensors.keys())
+    table = {name: spec for name, _, spec in descriptor.tensor_table(config, layout=layout)}
+    packing = {name: spec.packing for name, spec in table.items() if spec.packing != "plain"}
+
+    def values(tensor: TensorInfo) -> int:
+        return dequantized_values(tensor, packing.get(tensor.name, "plain"))
+
+    counted = [t for t in tensors if not (t.name in table and table[t.name].buffer)]
+    total = sum(values(t) for t in counted)
+    expert_names = set(descriptor.expert_names(config))
+    expert_values = sum(values(t) for t in counted if t.name in expert_names)
+    per_expert, rest = divmod(expert_values, moe_layers * experts)
     if rest or not per_expert:
         raise InputError(
-            f"{folder}: expert tensors do not split into {layers} layers x {experts} experts"
+            f"{folder}: expert tensors do not split into {moe_layers} MoE layers x "
+            f"{experts} experts"
         )
     embedding = 0
     if not config.get("tie_word_embeddings", False):
-        embedding = sum(dequantized_values(t) for t in tensors if _EMBEDDING_PART in t.name)
-    active = total - embedding - (experts - top_k) * layers * per_expert
+        embedding = sum(values(t) for t in tensors if t.name in table and table[t.name].embedding)
+    active = total - embedding - (experts - top_k) * moe_layers * per_expert
     return ModelStats(
         total_params=total,
         active_params=active,
@@ -158,7 +166,8 @@ def model_stats(folder: Path, *, base_config: dict[str, Any]) -> ModelStats:
         experts_before=experts_before,
         experts_after=experts,
         top_k=top_k,
-        storage_format=storage_format(tensors),
+        storage_format=storage_format(tensors, packing, layout.quant_method),
+        model_type=descriptor.model_type,
         **architecture(config),
     )
 
@@ -184,14 +193,17 @@ def _read_config(folder: Path) -> dict[str, Any]:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
     except ValueError:
         raise InputError(f"{path}: not valid JSON") from None
-    needed = (
-        "num_hidden_layers",
-        "num_local_experts",
-        "max_position_embeddings",
-        "num_attention_heads",
-        "hidden_size",
-    )
-    missing = [key for key in needed if key not in config]
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: not a JSON object")
+    try:
+        missing = descriptor_for(config).missing_keys(config)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    missing += [
+        key
+        for key in ("max_position_embeddings", "num_attention_heads", "hidden_size")
+        if key not in config
+    ]
     if missing:
         raise InputError(f"{path}: lacks {', '.join(missing)}")
     return config
@@ -229,11 +241,15 @@ def positional_encoding(config: dict[str, Any]) -> str:
     return f"RoPE ({name}, factor {float(factor):g})"
 
 
-def storage_format(tensors: list[TensorInfo]) -> str:
-    """How the weights are stored, e.g. `MXFP4 experts + BF16`."""
-    packed = any(t.name.endswith("_blocks") and t.dtype == "U8" for t in tensors)
-    others = sorted(
-        {t.dtype for t in tensors if not (packed and t.name.endswith(("_blocks", "_scales")))}
-    )
+def storage_format(
+    tensors: list[TensorInfo], packing: dict[str, str] | None = None, method: str | None = None
+) -> str:
+    """How the weights are stored, e.g. `MXFP4 experts + BF16`.
+
+    `packing` names the packed tensors (name -> `blocks`/`scales`) of the quantization
+    `method` the layout has; without them every tensor is plain.
+    """
+    packed = packing or {}
+    others = sorted({t.dtype for t in tensors if t.name not in packed})
     plain = " + ".join(others)
-    return f"MXFP4 experts + {plain}" if packed else plain
+    return f"{method.upper()} experts + {plain}" if packed and method else plain

@@ -1,10 +1,10 @@
 """Structure check of a checkpoint folder, without loading its weights.
 
-The expected tensors come from the descriptor's shape table over the config (no torch or
-transformers import; a test keeps the table equal to the meta-device model transformers
-builds); the descriptor maps the fused expert parameters onto the names a storage layout
-uses (MXFP4 `_blocks`/`_scales`, one module per expert). Every expected tensor must be
-present with its shape and dtype, and nothing else may be.
+The expected tensors come from the family's tensor table over the config (no torch or
+transformers import; a test keeps each table equal to what transformers builds and saves),
+in the storage layout the checkpoint uses (fused BF16, MXFP4 `_blocks`/`_scales`, one
+module per expert, as the Hub holds it). Every expected tensor must be present with its
+shape and dtype, and nothing else may be.
 
 Example:
     >>> verify_structure(Path("out/gpt-oss-20b-code-16"))   # doctest: +SKIP

@@ -14,12 +14,12 @@ from safetensors import safe_open
 
 import bot.descriptors as registry
 from bot.descriptors import ModelDescriptor, TensorSpec, descriptor_for, register
-from bot.descriptors.gpt_oss import GPT_OSS
 from bot.errors import HubbotError, InputError
 from bot.fixtures import TinySpec, tiny_config, write_tiny_model
 from bot.fixtures.real_layout import reference_config
 
 SPEC = TinySpec()
+GPT_OSS = descriptor_for({"model_type": "gpt_oss"})
 
 
 def test_gpt_oss_is_registered_with_its_router_module() -> None:
@@ -39,11 +39,12 @@ def test_unknown_model_type_is_an_error_with_a_suggestion() -> None:
 
 
 def test_register_adds_a_family_and_refuses_a_clash(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._registry()))
+    families = registry.registered_types()
     toy = replace(GPT_OSS, model_type="toy_moe", router_module="model.layers.{layer_idx}.gate")
     assert register(toy) is toy
     assert descriptor_for({"model_type": "toy_moe"}) is toy
-    assert registry.registered_types() == ["gpt_oss", "toy_moe"]
+    assert registry.registered_types() == sorted([*families, "toy_moe"])
     register(toy)  # the same descriptor again is fine
     with pytest.raises(HubbotError, match="already has a descriptor"):
         register(replace(toy, expert_axis=1))
@@ -137,7 +138,7 @@ def test_stored_layout_shapes_match_the_fixture_checkpoints(tmp_path: Path, layo
     for layer in range(SPEC.num_layers):
         for spec in chosen.tensors:
             for expert in experts:
-                assert shapes[spec.tensor_name(layer, expert)] == spec.resolve_shape(config)
+                assert shapes[spec.tensor_name(layer, expert)] == GPT_OSS.shape(spec, config)
 
 
 def test_rewrite_config_sets_expert_count_and_keeps_top_k_keys_consistent() -> None:
@@ -160,7 +161,7 @@ def test_shape_expressions_need_whole_numbers_and_integer_keys() -> None:
     spec = GPT_OSS.layout("mxfp4").tensors[0]
     config = {"num_local_experts": 4, "intermediate_size": 64, "hidden_size": 70}
     with pytest.raises(InputError, match="hidden_size/32"):
-        spec.resolve_shape(config)
+        GPT_OSS.shape(spec, config)
     with pytest.raises(InputError, match="hidden_size must be an integer"):
-        spec.resolve_shape({**config, "hidden_size": "64"})
-    assert spec.resolve_shape({**config, "hidden_size": 64}, num_local_experts=2) == (2, 128, 2, 16)
+        GPT_OSS.shape(spec, {**config, "hidden_size": "64"})
+    assert GPT_OSS.shape(spec, {**config, "hidden_size": 64}, 2) == (2, 128, 2, 16)

@@ -203,7 +203,7 @@ def test_check_reports_unknown_and_repeated_subsets_with_a_hint(tmp_path: Path) 
         source="fingerprints",
         subsets=["mmlu_test/virology", "mmlu_test/virolgy", "mmlu_test/virology", "nope/x"],
     )
-    config = {"num_hidden_layers": 24, "num_local_experts": 32}
+    config = {"model_type": "gpt_oss", "num_hidden_layers": 24, "num_local_experts": 32}
     assert check_statistics(spec, tmp_path, config) == [
         (("subsets", 2), "subset 'mmlu_test/virology' is listed twice"),
         (("subsets", 1), "unknown fingerprint subset 'mmlu_test/virolgy' (did you mean "
@@ -215,14 +215,27 @@ def test_check_reports_unknown_and_repeated_subsets_with_a_hint(tmp_path: Path) 
 def test_check_compares_layers_and_experts_with_the_base_config(tmp_path: Path) -> None:
     _write_raw(tmp_path / "raw")
     spec = FingerprintStatistics(source="fingerprints", subsets="*", path="raw")
-    assert check_statistics(spec, tmp_path, {"num_hidden_layers": 1, "num_local_experts": 4}) == []
-    problems = check_statistics(spec, tmp_path, {"num_hidden_layers": 2, "num_local_experts": 2})
+    assert (
+        check_statistics(
+            spec,
+            tmp_path,
+            {"model_type": "gpt_oss", "num_hidden_layers": 1, "num_local_experts": 4},
+        )
+        == []
+    )
+    problems = check_statistics(
+        spec, tmp_path, {"model_type": "gpt_oss", "num_hidden_layers": 2, "num_local_experts": 2}
+    )
     assert problems == [
         (("path",), problems[0][1]),
     ]
     assert "layer 0, expert '2': not an expert of the base model (0..1)" in problems[0][1]
     shipped = FingerprintStatistics(source="fingerprints", subsets="*")
-    assert check_statistics(shipped, tmp_path, {"num_hidden_layers": 36, "num_local_experts": 128})
+    assert check_statistics(
+        shipped,
+        tmp_path,
+        {"model_type": "gpt_oss", "num_hidden_layers": 36, "num_local_experts": 128},
+    )
     missing = FingerprintStatistics(source="fingerprints", subsets="*", path="gone")
     assert check_statistics(missing, tmp_path, {}) == [
         (("path",), "fingerprint folder gone does not exist")
@@ -232,6 +245,8 @@ def test_check_compares_layers_and_experts_with_the_base_config(tmp_path: Path) 
 def test_layer_count_mismatch_is_reported(tmp_path: Path) -> None:
     _write_raw(tmp_path / "raw")
     spec = FingerprintStatistics(source="fingerprints", subsets="*", path="raw")
-    problems = check_statistics(spec, tmp_path, {"num_hidden_layers": 24, "num_local_experts": 4})
+    problems = check_statistics(
+        spec, tmp_path, {"model_type": "gpt_oss", "num_hidden_layers": 24, "num_local_experts": 4}
+    )
     assert problems == [((), "the fingerprints have 1 layers, the base model 24")]
     assert np.isfinite(raw_table((tmp_path / "raw").resolve(), 4).count_frequency).all()

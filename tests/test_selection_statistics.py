@@ -95,8 +95,9 @@ def test_mismatched_shapes_are_errors() -> None:
 
 def test_shape_problems_compare_with_the_base_config() -> None:
     stats = _stats()
-    assert shape_problems(stats, {"num_hidden_layers": 2, "num_local_experts": 3}) == []
-    problems = shape_problems(stats, {"num_hidden_layers": 24, "num_local_experts": 32})
+    gpt_oss = {"model_type": "gpt_oss"}
+    assert shape_problems(stats, {**gpt_oss, "num_hidden_layers": 2, "num_local_experts": 3}) == []
+    problems = shape_problems(stats, {**gpt_oss, "num_hidden_layers": 24, "num_local_experts": 32})
     assert problems == [
         "the statistics have 2 layers, the base model 24 (num_hidden_layers)",
         "the statistics have 3 experts per layer, the base model 32 (num_local_experts)",

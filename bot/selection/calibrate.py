@@ -1,11 +1,11 @@
 """Calibration: measure router statistics by running the base model over a domain's texts.
 
-Forward hooks on every router (the descriptor's `router_module`, e.g.
-`model.layers.{layer_idx}.mlp.router`) add up, per layer and expert, how many tokens chose
-the expert among their top-k and the routing weight it got (transformers' GPT-OSS router
-returns `(logits, top-k softmax weights, top-k indices)`). Only these [layers, experts]
-sums are kept, never per-token logs, so memory does not grow with the texts. Padding is
-masked out; each text is cut to `max_tokens`.
+Forward hooks on the router of every MoE layer (the family's `router_module`, e.g.
+`model.layers.{layer_idx}.mlp.router` for GPT-OSS, `...mlp.gate` for Qwen3-MoE) add up, per
+layer and expert, how many tokens chose the expert among their top-k and the routing weight
+it got (read by `bot.families.hooks.router_choice`). Only these [MoE layers, experts] sums
+are kept, never per-token logs, so memory does not grow with the texts; dense layers have
+no row. Padding is masked out; each text is cut to `max_tokens`.
 
 Example:
     >>> texts = calibration_texts(spec, manifest_dir)                   # doctest: +SKIP
@@ -25,6 +25,7 @@ import torch
 
 from bot.descriptors import descriptor_for
 from bot.errors import HubbotError, InputError
+from bot.families.hooks import router_choice
 from bot.progress import steps
 from bot.selection.spec import CalibrationStatistics, DatasetTexts
 from bot.selection.statistics import ExpertStatistics, make_statistics
@@ -116,8 +117,9 @@ class RouterCounter:
         config = model.config.to_dict()
         descriptor = descriptor_for(config)
         self.template = descriptor.router_module
-        self.num_layers = int(config[descriptor.num_layers_key])
-        self.num_experts = int(config[descriptor.num_experts_key])
+        self.layers = descriptor.moe_layer_indices(config)
+        self.num_layers = len(self.layers)
+        self.num_experts = descriptor.num_experts(config)
         self.model = model
         shape = (self.num_layers, self.num_experts)
         self.selections = torch.zeros(shape, dtype=torch.int64, device=device)
@@ -127,9 +129,7 @@ class RouterCounter:
 
     def _hook(self, layer: int) -> Any:
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-            _, weights, indices = output
-            if weights.shape != indices.shape:  # older routers: weights over every expert
-                weights = weights.gather(-1, indices)
+            weights, indices = router_choice(output)
             if self.mask is not None:
                 weights, indices = weights[self.mask], indices[self.mask]
             flat = indices.reshape(-1)
@@ -144,13 +144,13 @@ class RouterCounter:
         """Hook every router for the duration of the block."""
         handles = []
         try:
-            for layer in range(self.num_layers):
+            for row, layer in enumerate(self.layers):
                 name = self.template.format(layer_idx=layer)
                 try:
                     module = self.model.get_submodule(name)
                 except AttributeError:
                     raise HubbotError(f"the model has no router module {name!r}") from None
-                handles.append(module.register_forward_hook(self._hook(layer)))
+                handles.append(module.register_forward_hook(self._hook(row)))
             yield self
         finally:
             for handle in handles:

@@ -54,7 +54,12 @@ def check_statistics(spec: StatisticsSpec, base_dir: Path, config: dict[str, Any
 def _check_fingerprints(
     spec: FingerprintStatistics, base_dir: Path, config: dict[str, Any]
 ) -> list[Located]:
-    experts = int(config.get("num_local_experts", 0))
+    from bot.descriptors import descriptor_for
+
+    if spec.path is not None and not (base_dir / spec.path).resolve().is_dir():
+        return [(("path",), f"fingerprint folder {spec.path} does not exist")]
+    descriptor = descriptor_for(config)
+    experts = descriptor.num_experts(config)
     try:
         if spec.path is None:
             index = packed_index()
@@ -70,7 +75,7 @@ def _check_fingerprints(
     except (InputError, HubbotError) as exc:
         return [(("path",), str(exc))]
     problems: list[Located] = []
-    layers = config.get("num_hidden_layers")
+    layers = len(descriptor.moe_layer_indices(config))
     if shape[0] != layers:
         problems.append(((), f"the fingerprints have {shape[0]} layers, the base model {layers}"))
     if shape[1] != experts:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from bot.descriptors import descriptor_for
 from bot.errors import InputError
 from bot.manifest import Manifest, Variant
 from bot.provenance import SelectionRecord
@@ -58,6 +59,8 @@ class DomainRanking:
     order: np.ndarray
     scores: np.ndarray
     statistics: tuple[ExpertStatistics, ...]
+    layers: tuple[int, ...] = ()
+    """The model layer of each row (the MoE layers; empty: rows are layers 0..N-1)."""
 
     @property
     def statistics_source(self) -> str:
@@ -71,19 +74,32 @@ class DomainRanking:
             return digests[0]
         return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
-    def kept(self, experts: int) -> np.ndarray:
-        """The first `experts` of each layer's order, sorted: int [layers, experts]."""
-        if not 1 <= experts <= self.order.shape[1]:
-            raise InputError(
-                f"domain {self.domain!r}: cannot keep {experts} of {self.order.shape[1]} experts"
+    def kept(self, experts: int, *, groups: int = 1) -> np.ndarray:
+        """The first `experts` of each layer's order, sorted: int [layers, experts].
+
+        With group-limited routing (`groups` > 1, experts numbered group by group), each
+        group keeps its first `experts / groups` in the order, so every group keeps as many.
+        """
+        total = self.order.shape[1]
+        if not 1 <= experts <= total or experts % groups:
+            raise InputError(f"domain {self.domain!r}: cannot keep {experts} of {total} experts")
+        if groups == 1:
+            return np.sort(self.order[:, :experts], axis=1)
+        size, share = total // groups, experts // groups
+        rows = []
+        for order in self.order:
+            in_group = order // size
+            rows.append(
+                np.sort(np.concatenate([order[in_group == g][:share] for g in range(groups)]))
             )
-        return np.sort(self.order[:, :experts], axis=1)
+        return np.stack(rows)
 
     def to_json(self, layer: int | None = None) -> dict[str, Any]:
         """Plain data for `hubbot scores --json`: every layer, or only `layer`."""
-        layers = range(len(self.order)) if layer is None else [layer]
-        if layer is not None and not 0 <= layer < len(self.order):
-            raise InputError(f"no layer {layer}: the model has layers 0..{len(self.order) - 1}")
+        ids = list(self.layers or range(len(self.order)))
+        if layer is not None and layer not in ids:
+            raise InputError(f"no layer {layer}: the model has MoE layers {_spans(ids)}")
+        rows = range(len(ids)) if layer is None else [ids.index(layer)]
         met = self.statistics[0].met
         return {
             "domain": self.domain,
@@ -93,7 +109,7 @@ class DomainRanking:
             "statistics_digest": self.statistics_digest,
             "layers": [
                 {
-                    "layer": i,
+                    "layer": ids[i],
                     "ranking": [
                         {
                             "rank": rank,
@@ -104,7 +120,7 @@ class DomainRanking:
                         for rank, e in enumerate(self.order[i], start=1)
                     ],
                 }
-                for i in layers
+                for i in rows
             ],
         }
 
@@ -112,14 +128,16 @@ class DomainRanking:
 def select_experts(manifest: Manifest, variant: Variant) -> SelectionRecord:
     """Which experts `variant` keeps in each layer, their scores, and routing coverage."""
     ranking = domain_ranking(manifest, variant.domain)
-    kept = ranking.kept(variant.experts)
+    config = manifest.base_config
+    kept = ranking.kept(variant.experts, groups=descriptor_for(config).num_groups(config))
     scores = np.take_along_axis(ranking.scores, kept, axis=1)
+    layers = descriptor_for(config).moe_layer_indices(config)  # statistics rows -> layers
     return SelectionRecord(
         strategy=ranking.strategy,
         statistics_source=ranking.statistics_source,
         statistics_digest=ranking.statistics_digest,
-        kept_experts={str(i): row.tolist() for i, row in enumerate(kept)},
-        scores={str(i): row.tolist() for i, row in enumerate(scores)},
+        kept_experts={str(layer): row.tolist() for layer, row in zip(layers, kept, strict=True)},
+        scores={str(layer): row.tolist() for layer, row in zip(layers, scores, strict=True)},
         routing_coverage=routing_coverage(ranking.statistics[0], kept),
     )
 
@@ -163,7 +181,7 @@ def load_statistics(
         if spec.path is None:
             table = packed_table()
         else:
-            experts = int(manifest.base_config["num_local_experts"])
+            experts = descriptor_for(manifest.base_config).num_experts(manifest.base_config)
             table = raw_table((base_dir / spec.path).resolve(), experts)
         return table.statistics(spec.subsets)
     if isinstance(spec, FileStatistics):
@@ -181,7 +199,7 @@ def load_statistics(
 def _rank(manifest: Manifest, domain_id: str) -> DomainRanking:
     domain = _domain(manifest, domain_id)
     sel = domain.selection
-    experts = int(manifest.base_config["num_local_experts"])
+    experts = descriptor_for(manifest.base_config).num_experts(manifest.base_config)
     if sel.strategy == "inverse":
         assert sel.of is not None
         other = domain_ranking(manifest, sel.of)
@@ -192,6 +210,7 @@ def _rank(manifest: Manifest, domain_id: str) -> DomainRanking:
             order=other.order[:, ::-1].copy(),
             scores=other.scores,
             statistics=other.statistics,
+            layers=other.layers,
         )
     stats = domain_statistics(manifest, domain_id)
     metric = "router_mass" if sel.strategy == "router_mass" else "frequency"
@@ -207,7 +226,15 @@ def _rank(manifest: Manifest, domain_id: str) -> DomainRanking:
         read, strategy = (stats,), sel.strategy
     order = strategies.final_orders(own, experts)
     order.setflags(write=False)
-    return DomainRanking(domain_id, strategy, metric, order, scores, read)
+    layers = tuple(descriptor_for(manifest.base_config).moe_layer_indices(manifest.base_config))
+    return DomainRanking(domain_id, strategy, metric, order, scores, read, layers)
+
+
+def _spans(layers: list[int]) -> str:
+    """`0..23` for consecutive layers, else the list."""
+    if layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}..{layers[-1]}"
+    return ", ".join(map(str, layers))
 
 
 def _domain(manifest: Manifest, domain_id: str) -> Any:
@@ -222,7 +249,7 @@ _CACHE: dict[tuple[Any, ...], Any] = {}
 
 def _manifest_key(manifest: Manifest) -> tuple[Any, ...]:
     config = manifest.base_config
-    shape = (config.get("num_hidden_layers"), config.get("num_local_experts"))
+    shape = tuple(descriptor_for(config).moe_layer_indices(config))
     return (str(Path(manifest.path).resolve()), manifest.digest, shape)
 
 

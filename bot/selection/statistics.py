@@ -152,18 +152,28 @@ def _at(index: np.ndarray) -> str:
 
 
 def shape_problems(stats: ExpertStatistics, config: dict[str, Any]) -> list[str]:
-    """Messages for each way `stats` does not fit the base model `config` (empty if none)."""
+    """Messages for each way `stats` does not fit the base model `config` (empty if none).
+
+    Statistics have one row per MoE layer of the base model, in layer order.
+    """
+    from bot.descriptors import descriptor_for
+
     problems = []
-    layers, experts = config.get("num_hidden_layers"), config.get("num_local_experts")
-    if layers is not None and stats.num_layers != layers:
-        problems.append(
-            f"the statistics have {stats.num_layers} layers, the base model {layers} "
-            "(num_hidden_layers)"
+    descriptor = descriptor_for(config)
+    layers = descriptor.num_layers(config)
+    moe_layers = len(descriptor.moe_layer_indices(config))
+    experts = descriptor.num_experts(config)
+    if stats.num_layers != moe_layers:
+        where = (
+            f"{layers} ({descriptor.num_layers_key})"
+            if moe_layers == layers
+            else f"{moe_layers} MoE layers (of {layers})"
         )
-    if experts is not None and stats.num_experts != experts:
+        problems.append(f"the statistics have {stats.num_layers} layers, the base model {where}")
+    if stats.num_experts != experts:
         problems.append(
             f"the statistics have {stats.num_experts} experts per layer, the base model "
-            f"{experts} (num_local_experts)"
+            f"{experts} ({descriptor.num_experts_key})"
         )
     return problems
 
