@@ -346,9 +346,7 @@ def test_a_manifest_is_checked_against_its_family(tmp_path: Path) -> None:
     (tmp_path / "manifests" / "base.config.json").write_text(json.dumps(config))
     text = (root / "manifests" / "demo-qwen3-moe.yaml").read_text()
     text = text.replace("tiny-qwen3-moe.config.json", "base.config.json")
-    text = text.replace("counts: [4, 6]", "counts: [3, 4]").replace(
-        "format: bf16", "format: mxfp4"
-    )
+    text = text.replace("counts: [4, 6]", "counts: [3, 4]").replace("format: bf16", "format: mxfp4")
     text = text.replace("sampling: greedy", "sampling: greedy\n  reasoning_effort: low")
     text = text.replace("../templates/", str(root / "templates") + "/")
     path = tmp_path / "manifests" / "release.yaml"
