@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from bot.descriptors import descriptor_for
 from bot.quality.evaluate import evaluate_variants
 from bot.quality.texts import EvalSet
 
@@ -90,7 +91,9 @@ def main() -> None:
     sync()
     build_s = time.perf_counter() - started
     config = model.config
-    layers, experts = config.num_hidden_layers, config.num_local_experts
+    data = config.to_dict()
+    descriptor = descriptor_for(data)
+    layers, experts = descriptor.moe_layer_indices(data), descriptor.num_experts(data)
     vocab = config.vocab_size
     length, batch = args.sequence_length, args.batch_size
 
@@ -103,9 +106,9 @@ def main() -> None:
     variants = {}
     gen = torch.Generator().manual_seed(1234)
     for d in range(args.domains):
-        order = [torch.randperm(experts, generator=gen).tolist() for _ in range(layers)]
+        order = {layer: torch.randperm(experts, generator=gen).tolist() for layer in layers}
         for n in range(args.min, args.max + 1):
-            keep = {layer: sorted(order[layer][:n]) for layer in range(layers)}
+            keep = {layer: sorted(order[layer][:n]) for layer in layers}
             names = [f"d{d}", "general"] if general else [f"d{d}"]
             variants[f"d{d}-{n}"] = (keep, names)
 

@@ -464,3 +464,24 @@ def test_a_record_from_before_families_renders_as_gpt_oss() -> None:
     card = render_card(record, TEMPLATE)
     assert render_card(named, TEMPLATE) == card
     assert "harmony format" in card and "`final` channel" in card
+
+
+def test_quality_of_a_variant_is_its_pruned_checkpoints_for_every_router_rule(
+    family: tuple,
+) -> None:
+    """`hubbot eval` measures a variant in the masked base; its figures equal those of the
+    pruned checkpoint itself (the same next-token distributions)."""
+    from bot.quality.evaluate import evaluate_checkpoint, evaluate_variants
+    from bot.quality.texts import EvalSet
+
+    _, base, pruned, keep = family
+    base_model, _ = _load(base)
+    pruned_model, _ = _load(pruned)
+    gen = torch.Generator().manual_seed(3)
+    windows = tuple(tuple(torch.randint(0, 300, (16,), generator=gen).tolist()) for _ in range(3))
+    texts = EvalSet("random", "random tokens", windows, 1, "seed 3", "seed 3")
+    masked = evaluate_variants(base_model, [texts], {"v": (keep, ["random"])}, progress=False)
+    direct = evaluate_checkpoint(base_model, pruned_model, [texts])
+    assert masked["v"]["random"].kl > 0
+    assert masked["v"]["random"].kl == pytest.approx(direct["random"].kl, abs=1e-5)
+    assert masked["v"]["random"].top1 == direct["random"].top1

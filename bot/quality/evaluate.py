@@ -1,10 +1,12 @@
 """Measure variants against their base model, all in one loaded base model.
 
 A variant is evaluated by masking the removed experts' router logits in the base model
-(their router bias set to -inf): top-k routing then never picks them, and the softmax over
-the chosen k is the pruned model's, so the masked base computes what the pruned checkpoint
-computes (`tests/test_quality_evaluate.py` checks it within 1e-5). One load serves every
-variant of a release; each batch of text runs once through the base and once per variant.
+(forward hooks apply the family's routing rule with them unchoosable, see
+`bot.families.hooks`): routing then never picks them, and the weights over the chosen k are
+the pruned model's, so the masked base computes what the pruned checkpoint computes
+(`tests/test_quality_evaluate.py` checks it within 1e-5, `tests/test_families.py` for
+every family). One load serves every variant of a release; each batch of text runs once
+through the base and once per variant.
 
 Per text set and variant, over every scored next-token position:
 
@@ -33,8 +35,8 @@ from typing import Any
 
 import torch
 
-from bot.descriptors import descriptor_for
-from bot.errors import HubbotError, InputError
+from bot.errors import InputError
+from bot.families.hooks import RouterMasks
 from bot.quality.texts import EvalSet
 
 Keep = Mapping[int, Sequence[int]]
@@ -53,44 +55,16 @@ class Figures:
 
 
 class RouterMask:
-    """Sets the removed experts' router bias to -inf in a loaded model, one variant at a time."""
+    """Masks the removed experts of one variant at a time in a loaded model: each MoE
+    layer's router then routes only to the kept experts, by its family's rule
+    (`bot.families.hooks.RouterMasks`)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
-        config = model.config.to_dict()
-        descriptor = descriptor_for(config)
-        self.num_experts = int(config[descriptor.num_experts_key])
-        layers = int(config[descriptor.num_layers_key])
-        top_k = next((config[k] for k in descriptor.top_k_keys if config.get(k)), 1)
-        self.top_k = int(top_k)
-        self.biases: list[torch.Tensor] = []
-        for layer in range(layers):
-            name = descriptor.router_module.format(layer_idx=layer)
-            try:
-                router = model.get_submodule(name)
-            except AttributeError:
-                raise HubbotError(f"the model has no router module {name!r}") from None
-            bias = getattr(router, "bias", None)
-            if not isinstance(bias, torch.Tensor):
-                raise HubbotError(f"router {name!r} has no bias to mask removed experts with")
-            self.biases.append(bias)
-        self.original = [b.detach().clone() for b in self.biases]
+        self._masks = RouterMasks(model)
 
     def apply(self, keep: Keep | None) -> None:
         """Route as the variant keeping `keep` would (None: the base, every expert)."""
-        with torch.no_grad():
-            for layer, (bias, original) in enumerate(zip(self.biases, self.original, strict=True)):
-                bias.copy_(original)
-                if keep is None:
-                    continue
-                kept = sorted(set(int(e) for e in keep[layer]))
-                if len(kept) < self.top_k or kept[0] < 0 or kept[-1] >= self.num_experts:
-                    raise InputError(
-                        f"layer {layer}: cannot keep experts {kept} "
-                        f"(top-{self.top_k} of {self.num_experts})"
-                    )
-                removed = torch.ones(self.num_experts, dtype=torch.bool, device=bias.device)
-                removed[kept] = False
-                bias[removed] = float("-inf")
+        self._masks.apply(keep)
 
     def restore(self) -> None:
         self.apply(None)
@@ -101,6 +75,7 @@ class RouterMask:
             yield self
         finally:
             self.restore()
+            self._masks.remove()
 
 
 class _Sums:
