@@ -37,6 +37,7 @@ import torch
 
 from bot.errors import InputError
 from bot.families.hooks import RouterMasks
+from bot.progress import steps
 from bot.quality.texts import EvalSet
 
 Keep = Mapping[int, Sequence[int]]
@@ -150,16 +151,6 @@ def _measure(
     progress: bool,
 ) -> dict[str, dict[str, Figures]]:
     """The loop: per batch, the base once, then each run on it (`setup()` gives its model)."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     by_name = {s.name for s in sets}
     for vid, (names, _) in runs.items():
         unknown = [n for n in names if n not in by_name]
@@ -169,22 +160,11 @@ def _measure(
     sums = {v: {n: _Sums() for n in names} for v, (names, _) in runs.items()}
     device = next(model.parameters()).device
     total = sum(s.tokens * (1 + len(users[s.name])) for s in sets if users[s.name])
-    bar = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("tokens"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=not progress,
-    )
+    bar = steps(f"evaluating {len(runs)} variant(s)", total=total, unit="tokens", enabled=progress)
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), _deterministic(device), bar:
-            task = bar.add_task(f"evaluating {len(runs)} variant(s)", total=total)
+        with torch.inference_mode(), _deterministic(device), bar as advance:
             for text_set in sets:
                 if not users[text_set.name]:
                     continue
@@ -197,7 +177,7 @@ def _measure(
                     base_top = reference.argmax(-1)
                     base_p = reference.exp()
                     count = int(targets.numel())
-                    bar.advance(task, count)
+                    advance(count)
                     for vid in users[text_set.name]:
                         lp = _log_probs(runs[vid][1](), ids, attention, valid)
                         acc = sums[vid][text_set.name]
@@ -206,7 +186,7 @@ def _measure(
                         acc.nll += float(-lp.gather(-1, targets[:, None]).double().sum())
                         acc.base_nll += base_nll
                         acc.tokens += count
-                        bar.advance(task, count)
+                        advance(count)
     finally:
         model.train(was_training)
     return {v: {n: s.figures() for n, s in per.items()} for v, per in sums.items()}
