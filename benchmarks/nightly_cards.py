@@ -91,7 +91,7 @@ def main() -> None:
         work = Path(tmp)
         from bot.hub.clients import clients_pointed_at
         from bot.hub.publish import connect
-        from bot.hub.server import HubServer
+        from bot.localhub.server import HubServer
         from bot.manifest import load_manifest
 
         manifest_path = _release_copy(work / "release")

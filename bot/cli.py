@@ -450,7 +450,7 @@ def hub_serve(root: Path, port: int, tokens: tuple[str, ...]) -> None:
 
     Clients set HF_ENDPOINT=<url> and HF_HUB_DISABLE_XET=1.
     """
-    from bot.hub.server import serve
+    from bot.localhub.server import serve
 
     serve(root, port=port, tokens=list(tokens) or None)
 

@@ -7,7 +7,8 @@ Hub-compatible server on 127.0.0.1, the base model the manifest pins uploaded to
 built and published through `HfApi`. Publishing a second
 time shows that an unchanged release makes no commit. Everything stays under the work
 folder: the Hub's repos in `hub/`, the built folders in `staged/<variant>`. With
-`keep_serving` the Hub stays up afterwards (on `port`, if given) to browse.
+`keep_serving` the Hub stays up afterwards (on `port`, if given) to browse. `seed_repo`
+(the base model's upload, as a plain folder) is also how tests put a base model on a Hub.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from bot.errors import HubbotError, InputError
 from bot.folders import claim_workdir
 
 if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
     from bot.release import Outcome
 
 DEMO_MANIFEST = Path("manifests/demo.yaml")
@@ -45,7 +48,7 @@ def run_demo(
     claim_workdir(workdir, "demo")  # new, empty, or an earlier demo's: nothing of the user's
     token = secrets.token_hex(16)
     from bot.hub.clients import clients_pointed_at
-    from bot.hub.server import HubServer
+    from bot.localhub.server import HubServer
 
     with (
         HubServer(workdir / "hub", tokens=[token], port=port) as server,
@@ -74,7 +77,6 @@ def _publish_demo(
 ) -> None:
     from bot.fixtures.families import demo_base
     from bot.hub.publish import connect
-    from bot.hub.seed import seed_repo
     from bot.manifest import load_manifest
     from bot.release import publish_release
 
@@ -107,6 +109,30 @@ def _publish_demo(
     examples = manifest.domain(variant.domain).examples
     mxfp4 = manifest.spec.output.format == "mxfp4"
     _load_one(variant.repo_id, examples[0] if examples else "Hello", mxfp4, echo)
+
+
+def seed_repo(api: HfApi, repo_id: str, folder: Path, *, private: bool = False) -> str:
+    """Create `repo_id` if needed and upload `folder` to it as is; return the head commit id.
+
+    A folder the repo already holds is not uploaded again: no request for an empty commit.
+    """
+    from bot.hub.plan import changed_files, local_files
+    from bot.hub.remote import read_state
+    from bot.hub.retry import HubCaller
+
+    calls = HubCaller.for_api(api, repo_id, None)
+    calls("create repo", api.create_repo, repo_id, private=private, exist_ok=True)
+    state = read_state(api, repo_id, calls)
+    if state.head and not changed_files(local_files(folder), state):
+        return state.head
+    info = calls(
+        "upload folder",
+        api.upload_folder,
+        repo_id=repo_id,
+        folder_path=str(folder),
+        commit_message="hubbot: seed base model",
+    )
+    return str(info.oid)
 
 
 def _actions(outcomes: list[Outcome]) -> str:

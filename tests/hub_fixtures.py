@@ -23,7 +23,7 @@ import pytest
 from huggingface_hub import HfApi
 
 from bot.hub.clients import clients_pointed_at
-from bot.hub.server import HubServer
+from bot.localhub.server import HubServer
 
 
 @pytest.fixture

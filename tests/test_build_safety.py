@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from huggingface_hub import HfApi
 
 from bot.cli import cli
+from bot.demo import seed_repo
 from bot.fixtures import write_tiny_model
-from bot.hub.seed import seed_repo
 from bot.manifest import load_manifest
 from bot.provenance import read_provenance
 from bot.release import publish_release

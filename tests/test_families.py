@@ -218,7 +218,7 @@ def test_the_qwen3_moe_demo_publishes_to_the_local_hub_and_loads_back(tmp_path: 
 
     from bot.demo import run_demo
     from bot.hub.clients import clients_pointed_at
-    from bot.hub.server import HubServer
+    from bot.localhub.server import HubServer
 
     root = Path(__file__).resolve().parents[1]
     lines: list[str] = []

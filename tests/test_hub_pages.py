@@ -11,8 +11,8 @@ from huggingface_hub import HfApi
 from huggingface_hub.utils import get_session
 from PIL import Image
 
-from bot.hub.pages import render_markdown
-from bot.hub.server import HubServer
+from bot.localhub.pages import render_markdown
+from bot.localhub.server import HubServer
 from tests.browser import Browser, find_chromium
 
 REPO = "org/card-page"

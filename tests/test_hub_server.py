@@ -26,8 +26,8 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import get_session
 from safetensors.numpy import load_file, save_file
 
-from bot.hub.server import HubServer
-from bot.hub.storage import wants_lfs
+from bot.localhub.rules import wants_lfs
+from bot.localhub.server import HubServer
 
 REPO = "org/tiny-moe"
 README = """---
@@ -105,7 +105,7 @@ def test_long_listings_are_paginated(
     published: str,
     monkeypatch: pytest.MonkeyPatch,
 ):
-    monkeypatch.setattr("bot.hub.api.TREE_PAGE", 2)
+    monkeypatch.setattr("bot.localhub.trees.TREE_PAGE", 2)
     hub_server.stats.reset()
     paths = [f.path for f in hub_api.list_repo_tree(REPO, recursive=True)]
     assert len(paths) == 6 and "extra/notes.txt" in paths

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from huggingface_hub import HfApi, hf_hub_download
 
 from bot.cli import cli
+from bot.demo import seed_repo
 from bot.fixtures import write_tiny_model
 from bot.hub.plan import Action
-from bot.hub.seed import seed_repo
-from bot.hub.server import HubServer
+from bot.localhub.server import HubServer
 from bot.manifest import load_manifest
 from bot.provenance import read_provenance
 from bot.release import plan_release, publish_release, regenerate_cards

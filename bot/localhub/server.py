@@ -1,14 +1,15 @@
 """A local Hub-compatible server: the part of the Hub's HTTP API that `HfApi` uses for model repos.
 
 This module is the HTTP side: connections, request bodies (sized or chunked), injected
-faults, request counts and the admin endpoints; `bot.hub.api` holds the endpoints
-themselves and their auth rules. `hf_hub_download`, `snapshot_download` and transformers'
-`from_pretrained` work against it. Clients must set `HF_HUB_DISABLE_XET=1` (Xet is not
-served, uploads go through LFS).
+faults, request counts and the admin endpoints. `bot.localhub.routes` picks the handler
+(one module per resource), `bot.localhub.access` decides who may do what, and every
+refusal, of a handler or of the store, becomes an answer in `bot.localhub.http`.
+`hf_hub_download`, `snapshot_download` and transformers' `from_pretrained` work against
+it. Clients must set `HF_HUB_DISABLE_XET=1` (Xet is not served, uploads go through LFS).
 
 Admin endpoints (loopback clients only; never counted, never faulted):
 
-    GET    /_hubbot/faults   pending faults and the route keys (see `bot.hub.faults.ROUTES`)
+    GET    /_hubbot/faults   pending faults and the route keys (see `bot.localhub.faults.ROUTES`)
     POST   /_hubbot/faults   add one: {"route": "commit", "status": 503, "times": 2,
                              "retry_after": 1} or {"route": "resolve", "drop": true} or
                              {"route": "tree", "delay": 2.5}
@@ -40,12 +41,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from bot.hub.api import CHUNK, HubApi, Reply, Request, error_reply, json_reply, match_route
-from bot.hub.faults import ROUTES, Faults, Stats
-from bot.hub.storage import (
-    HubError,
-    Storage,
+from bot.localhub.access import Access
+from bot.localhub.errors import StoreError
+from bot.localhub.faults import ROUTES, Faults, Stats
+from bot.localhub.http import (
+    CHUNK,
+    Reply,
+    Request,
+    StatusError,
+    error_reply,
+    failure_reply,
+    json_reply,
 )
+from bot.localhub.routes import match_route
+from bot.localhub.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -163,14 +172,14 @@ class _Handler(BaseHTTPRequestHandler):
                 params=params,
                 query=parse_qs(query, keep_blank_values=True),
                 headers=self.headers,
-                user=hub.api.authenticate(self.headers.get("Authorization")),
+                user=hub.access.authenticate(self.headers.get("Authorization")),
                 base=f"http://{host}",
                 url=f"http://{host}{path}",
                 chunks=iter(body),
             )
-            return getattr(hub.api, handler)(req)
-        except HubError as exc:
-            return error_reply(exc.status, exc.message, exc.code, **exc.headers)
+            return handler(hub.access, req)
+        except (StatusError, StoreError) as exc:
+            return failure_reply(exc)
         except (ConnectionError, TimeoutError):
             raise  # the client is gone: no answer
         except Exception:
@@ -224,7 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @dataclass
 class _Hub:
-    api: HubApi
+    access: Access
     faults: Faults
     stats: Stats
 
@@ -309,8 +318,8 @@ class HubServer:
         """Serve in a background thread; return the endpoint URL."""
         if self._httpd is not None:
             return self.endpoint
-        api = HubApi(Storage(self.root), self._tokens, self.user)
-        self._httpd = _Server((self.host, self.port), _Hub(api, self.faults, self.stats))
+        access = Access(Store(self.root), self._tokens, self.user)
+        self._httpd = _Server((self.host, self.port), _Hub(access, self.faults, self.stats))
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
