@@ -15,7 +15,7 @@ The store knows nothing of HTTP: what it refuses raises a `StoreError`
 
 Example:
     >>> store = Store(tmp_path / "hub")                               # doctest: +SKIP
-    >>> repo, created = store.create_repo("me/tiny", private=False, author="me")
+    >>> repo, created = store.create_repo("me/tiny", private=False, author="me")  # doctest: +SKIP
     >>> store.resolve("me/tiny", "main").title                        # doctest: +SKIP
     'initial commit'
 """
