@@ -24,6 +24,9 @@ from typing import TYPE_CHECKING
 from bot import units
 from bot.errors import HubbotError, InputError
 from bot.folders import claim_workdir
+from bot.hub.plan import changed_files, local_files
+from bot.hub.remote import read_state
+from bot.hub.retry import HubCaller
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -116,10 +119,6 @@ def seed_repo(api: HfApi, repo_id: str, folder: Path, *, private: bool = False) 
 
     A folder the repo already holds is not uploaded again: no request for an empty commit.
     """
-    from bot.hub.plan import changed_files, local_files
-    from bot.hub.remote import read_state
-    from bot.hub.retry import HubCaller
-
     calls = HubCaller.for_api(api, repo_id, None)
     calls("create repo", api.create_repo, repo_id, private=private, exist_ok=True)
     state = read_state(api, repo_id, calls)
