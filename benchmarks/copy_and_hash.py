@@ -40,7 +40,7 @@ from bot.checkpoint import (
     read_header,
 )
 from bot.fixtures import write_real_layout
-from bot.prune import LOOKAHEAD_BYTES
+from bot.pruning.execute import LOOKAHEAD_BYTES
 
 
 def main() -> None:

@@ -69,7 +69,7 @@ import_s = time.perf_counter() - start
 from pathlib import Path
 
 # Per-phase clocks: the pruner's own functions, wrapped (wall and thread CPU seconds, summed
-# over the threads that ran them). The same names exist in every version measured so far.
+# over the threads that ran them), under whichever of their names this version has.
 lock, phases = threading.Lock(), {}
 
 def add(name, wall, cpu):
@@ -89,10 +89,13 @@ def clocked(name, fn):
 ck.Sha256Worker._run = clocked("hashing", ck.Sha256Worker._run)
 ck.ShardWriter.write_tensor = clocked("copying", ck.ShardWriter.write_tensor)
 ck.ShardWriter.close = clocked("hash tail", ck.ShardWriter.close)
-for name, fn in [("headers", "open_checkpoint"), ("expected tensors", "expected_tensors"),
-                 ("verification", "check_structure"), ("writing", "_write_shards"),
-                 ("other files", "_write"), ("rename", "_replace")]:
-    setattr(pr, fn, clocked(name, getattr(pr, fn)))
+for name, fns in [("headers", ["open_checkpoint"]), ("expected tensors", ["expected_tensors"]),
+                  ("verification", ["check_structure"]),
+                  ("writing", ["write_shards", "_write_shards"]), ("other files", ["_write"]),
+                  ("rename", ["replace_folder", "_replace"])]:
+    for fn in fns:  # names differ between versions: clock the ones this one has
+        if hasattr(pr, fn):
+            setattr(pr, fn, clocked(name, getattr(pr, fn)))
 
 src, dst, dtype, keep = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 start = time.perf_counter()

@@ -358,7 +358,8 @@ def evaluate(
 @_errors_to_exit_codes
 def prune(src: Path, dst: Path, keep_file: Path, dtype: str, max_shard_bytes: int) -> None:
     """Low level: copy checkpoint SRC to DST keeping only the listed experts."""
-    from bot.prune import load_keep, prune_checkpoint
+    from bot.prune import prune_checkpoint
+    from bot.pruning.checks import load_keep
 
     keep = load_keep(keep_file)
     try:

@@ -28,7 +28,6 @@ from bot.errors import InputError
 from bot.provenance import ModelStats
 from bot.verify import float_dtype
 
-INDEX_FILE = "model.safetensors.index.json"
 _ROPE_NAMES = {
     "yarn": "YaRN",
     "linear": "linear",

@@ -15,12 +15,13 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, Mxfp4Config
 
 import bot.checkpoint
-import bot.prune
+import bot.pruning.execute
 from bot import __version__
 from bot.errors import InputError
 from bot.fixtures import TinySpec, write_tiny_model
 from bot.provenance import read_provenance
-from bot.prune import load_keep, prune_checkpoint
+from bot.prune import prune_checkpoint
+from bot.pruning.checks import load_keep
 from bot.verify import verify_structure
 
 SPEC = TinySpec()  # 2 layers, 8 experts, top-2
@@ -242,14 +243,17 @@ def test_shards_written_at_once_are_the_files_written_one_by_one(
     base: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, dtype: str
 ) -> None:
     snapshot = _hub_snapshot(base[layout], tmp_path / "cache")
-    monkeypatch.setattr(bot.prune, "_cores", lambda: 1)
+    monkeypatch.setattr(bot.pruning.execute, "_cores", lambda: 1)
     one = prune_checkpoint(snapshot, tmp_path / "one", KEEP, dtype=dtype, max_shard_bytes=20_000)
-    monkeypatch.setattr(bot.prune, "_cores", lambda: 16)
+    monkeypatch.setattr(bot.pruning.execute, "_cores", lambda: 16)
     several = prune_checkpoint(
         snapshot, tmp_path / "many", KEEP, dtype=dtype, max_shard_bytes=20_000
     )
     shards = len(list(one.path.glob("*.safetensors")))
-    assert bot.prune.shard_workers(shards, dequantize=dtype == "bf16", hashing_base=False) > 1
+    assert (
+        bot.pruning.execute.shard_workers(shards, dequantize=dtype == "bf16", hashing_base=False)
+        > 1
+    )
     assert shards > 3
     assert _files(one.path) == _files(several.path)
     assert (several.bytes_read, several.bytes_written) == (one.bytes_read, one.bytes_written)
@@ -266,7 +270,7 @@ def test_a_failing_shard_stops_the_others_and_leaves_no_destination(
             raise OSError("disk full")
         original(self, name, chunks)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(bot.prune, "_cores", lambda: 16)
+    monkeypatch.setattr(bot.pruning.execute, "_cores", lambda: 16)
     monkeypatch.setattr(bot.checkpoint.ShardWriter, "write_tensor", failing)
     with pytest.raises(OSError, match="disk full"):
         prune_checkpoint(snapshot, tmp_path / "out", KEEP, max_shard_bytes=20_000)

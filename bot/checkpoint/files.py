@@ -1,11 +1,12 @@
-"""Safetensors checkpoints as files: headers, byte ranges, streaming shard writing, the index.
+"""Safetensors files on disk: reading headers and byte ranges, writing shards.
 
-Nothing here imports torch. A header is parsed and checked before any data is read. Data
-moves by byte range, so pruning touches only the bytes it keeps: copied file to file by the
-kernel (`os.copy_file_range`, as `cp` does) and hashed from read-only maps of just those
-ranges, or mapped copy-on-write where it must be transformed. Writers know their header up
-front and hash what they write on a background thread; pooled buffers (`Loaned`) go back
-to their pool once written and hashed.
+Data moves by byte range, so pruning touches only the bytes it keeps: copied file to file
+by the kernel (`os.copy_file_range`, as `cp` does) and hashed from read-only maps of just
+those ranges (`MAP_POPULATE`: faulted in by the reader, not the hash thread), or mapped
+copy-on-write where it must be transformed. A header is parsed and checked
+(`bot.checkpoint.format`) before any data is read. Writers know their header up front and
+hash what they write on a background thread; pooled buffers (`Loaned`) go back to their
+pool once written and hashed.
 
 Example:
     >>> ckpt = open_checkpoint(Path("gpt-oss-20b"))                   # doctest: +SKIP
@@ -16,74 +17,38 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import functools
-import hashlib
-import json
-import math
 import mmap
 import os
-import queue
 import re
-import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from bot.checkpoint.concurrency import Buffer, Sha256Worker
+from bot.checkpoint.format import (
+    INDEX_FILE,
+    SINGLE_FILE,
+    Checkpoint,
+    OutTensor,
+    TensorInfo,
+    encode_header,
+    header_length,
+    parse_header,
+    weight_map_of,
+)
 from bot.errors import HubbotError, InputError
-from bot.inputs import json_depth_exceeds, read_json
+from bot.inputs import read_json
 
-INDEX_FILE = "model.safetensors.index.json"
-SINGLE_FILE = "model.safetensors"
 CHUNK_BYTES = 16 * 1024 * 1024
 """Bytes moved per read; bounds the memory a copy holds."""
 PREFETCH_STEP = 1024 * 1024
 """Bytes asked of the disk per readahead request (see `SourceReader.prefetch`)."""
 
-DTYPE_BYTES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4,
-    "I64": 8, "U64": 8, "F64": 8,
-}  # fmt: skip
-_MAX_HEADER = 100 * 1024 * 1024
-_MAX_HEADER_DEPTH = 8  # a header nests 3 deep: {name: {"shape": [...]}}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux
 _NO_KERNEL_COPY = {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP}
-
-Buffer = bytes | bytearray | memoryview
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """Where one tensor's bytes are: `file`, absolute offsets `[start, end)`."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    file: Path
-    start: int
-    end: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.start
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A folder's weights: shard files (in index order) and every tensor the index names."""
-
-    folder: Path
-    index: Path | None
-    shards: tuple[Path, ...]
-    tensors: dict[str, TensorInfo]
-    header_bytes: int
 
 
 def read_header(path: Path) -> dict[str, TensorInfo]:
@@ -91,73 +56,11 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            head = f.read(8)
-            if len(head) < 8:
-                raise InputError(f"{path}: truncated safetensors file ({size} bytes, no header)")
-            (length,) = struct.unpack("<Q", head)
-            if length > min(size - 8, _MAX_HEADER):
-                raise InputError(
-                    f"{path}: corrupt safetensors header: length {length} but the file has "
-                    f"{size} bytes"
-                )
+            length = header_length(path, f.read(8), size)
             raw = f.read(length)
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    if json_depth_exceeds(raw, _MAX_HEADER_DEPTH):
-        raise InputError(
-            f"{path}: corrupt safetensors header: JSON nested deeper than "
-            f"{_MAX_HEADER_DEPTH} levels"
-        )
-    try:
-        header = json.loads(raw)
-    except RecursionError:
-        raise InputError(f"{path}: corrupt safetensors header: JSON nested too deeply") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"{path}: corrupt safetensors header: not JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise InputError(f"{path}: corrupt safetensors header: not a JSON object")
-    base, data_size = 8 + length, size - 8 - length
-    tensors = [
-        _tensor_info(path, name, entry, base, data_size)
-        for name, entry in header.items()
-        if name != "__metadata__"
-    ]
-    tensors.sort(key=lambda t: (t.start, t.end))
-    position = base
-    for t in tensors:
-        if t.start != position:
-            raise InputError(
-                f"{path}: corrupt safetensors file: tensor {t.name} starts at byte "
-                f"{t.start - base} of the data, expected {position - base}"
-            )
-        position = t.end
-    return {t.name: t for t in tensors}
-
-
-def _tensor_info(path: Path, name: str, entry: object, base: int, data_size: int) -> TensorInfo:
-    where = f"{path}: tensor {name}"
-    if not isinstance(entry, dict):
-        raise InputError(f"{where}: header entry is not an object")
-    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
-        raise InputError(f"{where}: unknown dtype {dtype!r}")
-    if not (isinstance(shape, list) and all(_natural(d) for d in shape)):
-        raise InputError(f"{where}: bad shape {shape!r}")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_natural, offsets))):
-        raise InputError(f"{where}: bad data_offsets {offsets!r}")
-    begin, end = offsets
-    if not begin <= end <= data_size:
-        raise InputError(
-            f"{where}: data offsets [{begin}, {end}] lie outside the file (its data section "
-            f"has {data_size} bytes; truncated?)"
-        )
-    if end - begin != math.prod(shape) * DTYPE_BYTES[dtype]:
-        raise InputError(f"{where}: {end - begin} bytes do not hold {dtype} {shape}")
-    return TensorInfo(name, dtype, tuple(shape), path, base + begin, base + end)
-
-
-def _natural(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return parse_header(path, raw, size)
 
 
 def open_checkpoint(folder: Path) -> Checkpoint:
@@ -203,14 +106,7 @@ def _read_index(path: Path) -> dict[str, str]:
         data = read_json(path)
     except InputError as exc:
         raise InputError(f"not a readable index: {exc}") from None
-    weight_map = data.get("weight_map") if isinstance(data, dict) else None
-    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-        raise InputError(f"{path}: no 'weight_map' of tensor name -> shard file")
-    for name, shard in weight_map.items():
-        parts = Path(shard).parts
-        if Path(shard).is_absolute() or ".." in parts or not parts:
-            raise InputError(f"{path}: tensor {name}: shard {shard!r} is outside the folder")
-    return weight_map
+    return weight_map_of(path, data)
 
 
 def known_sha256(path: Path) -> str | None:
@@ -227,35 +123,6 @@ def known_sha256(path: Path) -> str | None:
     return None
 
 
-class Sha256Worker:
-    """sha256 of a stream of chunks, computed on a background thread in order."""
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self._queue: queue.Queue[tuple[Buffer, Callable[[], None] | None] | None]
-        self._queue = queue.Queue(maxsize=4)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            chunk, done = item
-            self._hash.update(chunk)
-            if done is not None:
-                done()
-
-    def update(self, chunk: Buffer, done: Callable[[], None] | None = None) -> None:
-        """Queue a chunk; the caller must not change it until `done` (if given) is called."""
-        self._queue.put((chunk, done))
-
-    def hexdigest(self) -> str:
-        """Wait for every queued chunk and return the digest."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        return self._hash.hexdigest()
-
-
 @dataclass(frozen=True)
 class FileSlice:
     """Bytes of an open source file: a writer copies them file to file in the kernel
@@ -267,33 +134,6 @@ class FileSlice:
 
     def __len__(self) -> int:
         return len(self.view)
-
-
-class BufferPool:
-    """Reusable byte buffers, so a stream of chunks does not fault in fresh pages for each.
-
-    `take` never waits: with no free buffer large enough it allocates one; `give_back`
-    keeps at most `keep` buffers and drops the rest.
-    """
-
-    def __init__(self, keep: int = 8) -> None:
-        self._keep = keep
-        self._free: list[bytearray] = []
-        self._lock = threading.Lock()
-
-    def take(self, nbytes: int) -> bytearray:
-        """A buffer of at least `nbytes` bytes (not zeroed when reused)."""
-        with self._lock:
-            while self._free:
-                buffer = self._free.pop()
-                if len(buffer) >= nbytes:
-                    return buffer
-        return bytearray(nbytes)
-
-    def give_back(self, buffer: bytearray) -> None:
-        with self._lock:
-            if len(self._free) < self._keep:
-                self._free.append(buffer)
 
 
 @dataclass(frozen=True)
@@ -435,67 +275,6 @@ def _advise(fd: int, offset: int, length: int, advice: str) -> None:
             os.posix_fadvise(fd, offset, length, getattr(os, advice))
 
 
-@dataclass(frozen=True)
-class OutTensor:
-    """A tensor to write: name, safetensors dtype, shape."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
-
-
-def plan_shards(tensors: Sequence[OutTensor], max_shard_bytes: int) -> list[list[OutTensor]]:
-    """Split tensors, in order, into shards of at most `max_shard_bytes` tensor bytes.
-
-    A tensor larger than the limit gets a shard of its own (as in transformers). Within a
-    shard, tensors keep their order unless a tensor would start unaligned for its dtype;
-    then that shard is ordered by element size, largest first.
-    """
-    shards: list[list[OutTensor]] = [[]]
-    size = 0
-    for tensor in tensors:
-        if shards[-1] and size + tensor.nbytes > max_shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(tensor)
-        size += tensor.nbytes
-    return [_aligned(shard) for shard in shards if shard]
-
-
-def _aligned(shard: list[OutTensor]) -> list[OutTensor]:
-    offset = 0
-    for tensor in shard:
-        if offset % DTYPE_BYTES[tensor.dtype]:
-            return sorted(shard, key=lambda t: -DTYPE_BYTES[t.dtype])
-        offset += tensor.nbytes
-    return shard
-
-
-def shard_file_name(index: int, count: int) -> str:
-    """transformers' shard name: `model-00001-of-00003.safetensors` (1-based)."""
-    return f"model-{index + 1:05d}-of-{count:05d}.safetensors"
-
-
-def encode_header(tensors: Sequence[OutTensor]) -> bytes:
-    """A safetensors header for tensors stored back to back in this order, padded to 8."""
-    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for t in tensors:
-        header[t.name] = {
-            "dtype": t.dtype,
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + t.nbytes],
-        }
-        offset += t.nbytes
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text
-
-
 class ShardWriter:
     """Writes one safetensors file whose tensors are known up front, hashing as it goes.
 
@@ -573,65 +352,3 @@ class ShardWriter:
         with contextlib.suppress(OSError):
             os.close(self._fd)
         self._hash.hexdigest()
-
-
-def encode_index(shards: Sequence[tuple[str, Sequence[OutTensor]]]) -> bytes:
-    """`model.safetensors.index.json` for (file name, tensors) pairs, as transformers writes it."""
-    weight_map = {t.name: name for name, tensors in shards for t in tensors}
-    total = sum(t.nbytes for _, tensors in shards for t in tensors)
-    data = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
-
-
-@functools.cache
-def return_freed_buffers() -> None:
-    """Have glibc give freed 16 MiB buffers back to the OS at once.
-
-    Its default mmap threshold rises to the size of freed buffers, after which they stay in
-    the heap: a BF16 prune of 8 layers then peaks at 1.2 GB instead of 0.5 GB. Elsewhere
-    (no glibc) this does nothing.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 4 * 1024 * 1024)
-
-
-def prefetched(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
-    """Run a chunk iterator on a thread, a few chunks ahead, so reading overlaps writing."""
-    ready: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                if not _offer(ready, ("chunk", chunk), stop):
-                    return
-            _offer(ready, ("done", None), stop)
-        except BaseException as exc:
-            _offer(ready, ("error", exc), stop)
-
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, item = ready.get()
-            if kind == "done":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _offer(
-    ready: queue.Queue[tuple[str, Any]], item: tuple[str, Any], stop: threading.Event
-) -> bool:
-    """Put `item` unless the consumer stopped; whether it was put."""
-    while not stop.is_set():
-        try:
-            ready.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
