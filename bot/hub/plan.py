@@ -14,8 +14,7 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -23,15 +22,13 @@ from pathlib import Path, PurePosixPath
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
+from bot.blobs import Content, git_blob_sha1, sha256_of
 from bot.hub.remote import RemoteRecord, RemoteState, read_record
 from bot.hub.retry import HubCaller, HubError, RetryPolicy
 from bot.provenance import FILENAME, Digests, Provenance
 
 CARD = "README.md"
 PICTURE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"})
-_CHUNK = 1 << 20
-
-Content = Path | bytes
 
 
 class Action(StrEnum):
@@ -191,28 +188,3 @@ def undecided_files(desired: Iterable[str], remote: RemoteState) -> list[str]:
     return sorted(
         p for p in remote.files if p not in keep and not is_hidden(p) and not is_card_file(p)
     )
-
-
-def git_blob_sha1(content: Content) -> str:
-    """The git object id of a blob with this content."""
-    size = content.stat().st_size if isinstance(content, Path) else len(content)
-    digest = hashlib.sha1(f"blob {size}\0".encode())
-    for chunk in _chunks(content):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_of(content: Content) -> str:
-    digest = hashlib.sha256()
-    for chunk in _chunks(content):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _chunks(content: Content) -> Iterator[bytes]:
-    if isinstance(content, bytes):
-        yield content
-        return
-    with content.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            yield chunk

@@ -11,20 +11,16 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from bot.blobs import git_blob_sha1
 
 
 def now_iso() -> str:
     """The current time in the Hub's format, e.g. `2024-05-01T12:00:00.000Z`."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def git_blob_sha1(data: bytes) -> str:
-    """The git object id of a blob with this content."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def lfs_pointer(sha256: str, size: int) -> bytes:
