@@ -133,7 +133,9 @@ def test_jobs_fill_shards_in_order_up_to_the_limit() -> None:
             ],
         ),
     ]
-    assert two.jobs == one.jobs  # the same jobs, only split differently
+    # the same jobs, only split differently, and written in file order (all aligned here)
+    assert two.jobs == one.jobs
+    assert [job for shard in two.shards for job in shard.jobs] == list(one.jobs)
 
 
 MXFP4 = _checkpoint(

@@ -78,7 +78,7 @@ def write_shards(src: Path, out: Path, ckpt: Checkpoint, plan: PrunePlan) -> Sha
 
     try:
         if workers == 1:  # one lookahead and one decoder across shard boundaries
-            lookahead = _Lookahead(reader, plan.jobs)
+            lookahead = _Lookahead(reader, [job for shard in plan.shards for job in shard.jobs])
             decoding = Decoding()
             results = [write(shard, lookahead, decoding) for shard in plan.shards]
         else:

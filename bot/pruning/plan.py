@@ -78,14 +78,10 @@ class OutputShard:
 
 @dataclass(frozen=True)
 class PrunePlan:
-    """Every output shard of a prune, in order."""
+    """Every job of a prune, in the source's file order, and the output shards they fill."""
 
+    jobs: tuple[Job, ...]
     shards: tuple[OutputShard, ...]
-
-    @property
-    def jobs(self) -> list[Job]:
-        """Every job, shard after shard."""
-        return [job for shard in self.shards for job in shard.jobs]
 
     @property
     def decodes(self) -> bool:
@@ -109,10 +105,11 @@ def plan_prune(
     by_name = {job.out.name: job for job in jobs}
     split = plan_shards([job.out for job in jobs], max_shard_bytes)
     return PrunePlan(
+        tuple(jobs),
         tuple(
             OutputShard(shard_file_name(i, len(split)), tuple(by_name[t.name] for t in tensors))
             for i, tensors in enumerate(split)
-        )
+        ),
     )
 
 
