@@ -40,7 +40,7 @@ def _release_copy(folder: Path) -> Path:
 
 
 def _record(manifest, variant):  # type: ignore[no-untyped-def]
-    from bot.build import WEIGHTS_FORMAT, desired_digests, release_info
+    from bot.desired import WEIGHTS_FORMAT, desired_digests, release_info
     from bot.fixtures.records import example_run, harmony_example, variant_stats
     from bot.provenance import BaseRef, Provenance, VariantRef
     from bot.selection.select import select_experts

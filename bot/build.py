@@ -16,30 +16,21 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from bot import __version__
+from bot.base import fetch_manifest_base
+from bot.card import write_card
+from bot.desired import desired_digests, digest, manifest_entry, release_info, template_path
 from bot.folders import check_disjoint, claim_destination, new_partial, replace_folder
 from bot.manifest import Manifest, Variant
-from bot.provenance import (
-    BaseRef,
-    Digests,
-    DomainInfo,
-    Provenance,
-    ReleaseInfo,
-    SelectionRecord,
-    VariantRef,
-    read_provenance,
-    write_provenance,
-)
-
-# Bump when the pruner's output for the same inputs changes (forces rebuilds).
-WEIGHTS_FORMAT = 1
+from bot.provenance import BaseRef, Provenance, VariantRef, read_provenance, write_provenance
+from bot.prune import prune_checkpoint
+from bot.quality.release import evaluation_enabled, quality_record, release_quality
+from bot.quality.saved import current_record
+from bot.selection.select import select_experts
+from bot.stats import model_stats
 
 
 @dataclass(frozen=True)
@@ -49,93 +40,6 @@ class BuildResult:
     variant: Variant
     folder: Path
     provenance: Provenance
-
-
-def endpoint_for(manifest: Manifest) -> str | None:
-    """The Hub endpoint: `HF_ENDPOINT` wins over the manifest's `hub.endpoint`."""
-    return os.environ.get("HF_ENDPOINT") or manifest.spec.hub.endpoint
-
-
-def _digest(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def manifest_entry(manifest: Manifest, variant: Variant) -> dict[str, Any]:
-    """Everything the manifest says about one variant, as plain data."""
-    spec = manifest.spec
-    return {
-        "base": spec.base.model_dump(mode="json"),
-        "output": spec.output.model_dump(mode="json"),
-        "domain": manifest.domain(variant.domain).model_dump(mode="json", by_alias=True),
-        "experts": variant.experts,
-        "repo_id": variant.repo_id,
-        "card": spec.card.model_dump(mode="json"),
-        "generation": spec.generation.model_dump(mode="json"),
-    }
-
-
-def release_info(manifest: Manifest, variant: Variant) -> ReleaseInfo:
-    """The manifest text a card needs, recorded in `hubbot.json`."""
-    spec, domain = manifest.spec, manifest.domain(variant.domain)
-    # Folder and file name only: the same wherever the command runs from.
-    shown = f"{manifest.path.resolve().parent.name}/{manifest.path.name}"
-    return ReleaseInfo(
-        base_model=spec.base.repo,
-        domain=DomainInfo(id=domain.id, title=domain.title, description=domain.description),
-        license=spec.card.license,
-        license_name=spec.card.license_name,
-        license_link=spec.card.license_link,
-        language=list(spec.card.language),
-        tags=list(spec.card.tags),
-        datasets=list(spec.card.datasets),
-        statistics_credit=spec.card.statistics_credit,
-        citation=spec.card.citation,
-        rebuild_note=spec.card.rebuild_note,
-        manifest=shown,
-        generation=spec.generation.model_dump(mode="json"),
-    )
-
-
-def template_path(manifest: Manifest) -> Path:
-    return manifest.resolve(manifest.spec.card.template)
-
-
-def desired_digests(manifest: Manifest, variant: Variant, selection: SelectionRecord) -> Digests:
-    """What the repo should be: `weights` covers everything that needs the model run."""
-    spec = manifest.spec
-    weights = {
-        "format": WEIGHTS_FORMAT,
-        "base": {"repo": spec.base.repo, "revision": spec.base.revision},
-        "output": spec.output.model_dump(mode="json"),
-        "kept_experts": selection.kept_experts,
-        "generation": spec.generation.model_dump(mode="json"),
-        "examples": list(manifest.domain(variant.domain).examples),
-    }
-    evaluation = evaluation_entry(manifest, variant)
-    if evaluation is not None:  # absent: the digests of releases that measure nothing stay
-        weights["evaluation"] = evaluation
-    card = {
-        "tool": __version__,
-        "template": hashlib.sha256(template_path(manifest).read_bytes()).hexdigest(),
-        "release": release_info(manifest, variant).model_dump(mode="json"),
-        "repo_id": variant.repo_id,
-        "selection": selection.model_dump(mode="json"),
-    }
-    return Digests(weights=_digest(weights), card=_digest(card))
-
-
-def evaluation_entry(manifest: Manifest, variant: Variant) -> dict[str, Any] | None:
-    """The evaluation settings and texts that the variant's figures depend on."""
-    from bot.quality.release import evaluation_enabled, settings
-
-    if not evaluation_enabled(manifest):
-        return None
-    domain = manifest.domain(variant.domain)
-    return {
-        "settings": settings(manifest).model_dump(mode="json"),
-        "domain": domain.evaluation.model_dump(mode="json") if domain.evaluation else None,
-    }
 
 
 def build_variant(
@@ -156,13 +60,7 @@ def build_variant(
     `bot.quality.release.release_quality`), so that the card can show the family; or read
     from `saved_quality` (`hubbot eval --save`) where it holds current figures of `variant`.
     """
-    from bot.card import write_card
-    from bot.examples import run_examples
-    from bot.prune import prune_checkpoint
-    from bot.quality.release import evaluation_enabled, quality_record, release_quality
-    from bot.quality.saved import current_record
-    from bot.selection.select import select_experts
-    from bot.stats import model_stats
+    from bot.examples import run_examples  # torch loads when a variant is built, not on import
 
     spec = manifest.spec
     claim = claim_destination(out)  # fail before any work if `out` is not ours to replace
@@ -208,7 +106,7 @@ def build_variant(
                     experts=variant.experts,
                     repo_id=variant.repo_id,
                 ),
-                "manifest_digest": _digest(manifest_entry(manifest, variant)),
+                "manifest_digest": digest(manifest_entry(manifest, variant)),
                 "digests": desired_digests(manifest, variant, selection),
                 "base": BaseRef(
                     repo=spec.base.repo, revision=spec.base.revision, files=record.base.files
@@ -230,16 +128,3 @@ def build_variant(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return BuildResult(variant=variant, folder=out, provenance=record)
-
-
-def fetch_manifest_base(manifest: Manifest) -> Path:
-    """The base checkpoint of `manifest`: its local folder, or a download of the pinned repo."""
-    from bot.hub.download import fetch_base
-
-    base = manifest.spec.base
-    return fetch_base(
-        repo=base.repo,
-        path=manifest.resolve(base.path) if base.path else None,
-        revision=base.revision,
-        endpoint=endpoint_for(manifest),
-    )

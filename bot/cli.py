@@ -206,7 +206,7 @@ def publish(
     quality_file: Path | None,
 ) -> None:
     """Build and publish what the plan says, one commit per variant."""
-    from bot.build import endpoint_for
+    from bot.base import endpoint_for
     from bot.hub.publish import connect
     from bot.manifest import load_manifest
     from bot.release import publish_release
@@ -231,7 +231,7 @@ def publish(
 @_errors_to_exit_codes
 def cards(manifest: Path, regen: bool, as_json: bool) -> None:
     """Nightly: re-render every published card; commit only where it changed."""
-    from bot.build import endpoint_for
+    from bot.base import endpoint_for
     from bot.hub.publish import connect
     from bot.manifest import load_manifest
     from bot.release import regenerate_cards

@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING
 
 from bot import units
 from bot.errors import HubbotError, InputError
+from bot.families.hooks import chat_format
 from bot.folders import claim_workdir
 from bot.hub.plan import changed_files, local_files
 from bot.hub.remote import read_state
 from bot.hub.retry import HubCaller
+from bot.provenance import FILENAME, read_provenance
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -178,7 +180,6 @@ def _printer(echo: Callable[[str], None]) -> Callable[[object], None]:
 
 def _show_answers(staging: Path, echo: Callable[[str], None]) -> None:
     """Each built variant's example answers, as its card shows them (one line each)."""
-    from bot.provenance import FILENAME, read_provenance
 
     for record_path in sorted(staging.glob(f"*/{FILENAME}")):
         record = read_provenance(record_path)
@@ -201,7 +202,6 @@ def _load_one(repo_id: str, prompt: str, mxfp4: bool, echo: Callable[[str], None
     from transformers import AutoModelForCausalLM, AutoTokenizer, Mxfp4Config
 
     from bot.examples import quiet_loading
-    from bot.families.hooks import chat_format
 
     options = {"quantization_config": Mxfp4Config(dequantize=True)} if mxfp4 else {}
     with quiet_loading():

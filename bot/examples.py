@@ -35,6 +35,7 @@ from bot import __version__
 from bot.errors import HubbotError, InputError
 from bot.families.hooks import chat_format
 from bot.manifest import GenerationSpec
+from bot.progress import steps
 from bot.provenance import ExampleRecord, ExampleRun
 
 DTYPES: dict[str, torch.dtype] = {
@@ -271,7 +272,6 @@ class _StepClock:
     """
 
     def __init__(self, device: str, prompts: int, max_new_tokens: int, progress: bool) -> None:
-        from bot.progress import steps
 
         self._sync = device.startswith("cuda")
         plural = "prompt" if prompts == 1 else "prompts"

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.errors import HubbotError, InputError
+from bot.inputs import read_input_file
+from bot.provenance import Provenance
 
 PROVENANCE = "hubbot.json"
 MARK = ".hubbot-partial"
@@ -146,8 +148,6 @@ def _check_parents(dst: Path) -> None:
 
 def _listed_files(folder: Path) -> dict[str, str] | str:
     """Files `folder/hubbot.json` lists with their sha256, or why it lists none."""
-    from bot.inputs import read_input_file
-    from bot.provenance import Provenance
 
     path = folder / PROVENANCE
     if not path.is_file() or path.is_symlink():

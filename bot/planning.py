@@ -16,9 +16,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bot import units
+from bot.base import endpoint_for
+from bot.descriptors import descriptor_for
 from bot.errors import InputError
 from bot.manifest import Manifest, Variant
+from bot.quality.gate import shortfall
+from bot.selection.select import select_experts
 from bot.selection.spec import CalibrationStatistics
+from bot.stats import checkpoint_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -49,13 +54,10 @@ def plan_rows(
     With `points` (current figures by variant id, see `bot.quality.saved`), each row
     carries its figures, and a variant below the manifest's floor is `held`, online or not.
     """
-    from bot.quality.gate import shortfall
-    from bot.selection.select import select_experts
-
     chosen = [manifest.variant(v) for v in variant_ids] or list(manifest.variants)
     actions: dict[str, tuple[str, str]] = {}
     if online:
-        from bot.build import endpoint_for
+        # huggingface_hub loads when the Hub is asked, not for an offline plan
         from bot.hub.publish import connect
         from bot.release import plan_release
 
@@ -291,8 +293,6 @@ def job_disk(manifest: Manifest, grouping: Grouping) -> list[JobDisk]:
 
     A job holds the base and at most one staged output at a time (`publish_release`).
     """
-    from bot.descriptors import descriptor_for
-    from bot.stats import checkpoint_bytes
 
     config = manifest.base_config
     descriptor = descriptor_for(config)

@@ -21,13 +21,10 @@ from typing import TYPE_CHECKING
 
 from huggingface_hub import HfApi
 
-from bot.build import (
-    build_variant,
-    desired_digests,
-    fetch_manifest_base,
-    release_info,
-    template_path,
-)
+from bot.base import fetch_manifest_base
+from bot.build import build_variant
+from bot.card import write_card
+from bot.desired import desired_digests, release_info, template_path
 from bot.errors import HubbotError
 from bot.folders import scratch_folder
 from bot.hub.plan import Action, Plan, plan_variant
@@ -215,7 +212,6 @@ def publish_release(
 
 def card_files(manifest: Manifest, variant: Variant, record: Provenance) -> dict[str, bytes]:
     """README.md, the picture and `hubbot.json` for `record`, refreshed from the manifest."""
-    from bot.card import write_card
 
     selection = record.selection
     digests = desired_digests(manifest, variant, selection)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bot.build import desired_digests
+from bot.desired import desired_digests
 from bot.cli import cli
 from bot.fixtures import write_tiny_model
 from bot.manifest import load_manifest

@@ -27,7 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bot.errors import HubbotError
+from bot.descriptors import descriptor_for
+from bot.errors import HubbotError, InputError
+from bot.harmony import parse_harmony
 
 if TYPE_CHECKING:
     import torch
@@ -99,7 +101,6 @@ class RouterMasks:
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
-        from bot.descriptors import descriptor_for
 
         config = model.config.to_dict()
         descriptor = descriptor_for(config)
@@ -130,8 +131,6 @@ class RouterMasks:
     def apply(self, keep: Mapping[int, Sequence[int]] | None) -> None:
         """Route as the variant keeping `keep` (MoE layer -> experts) would; None: the base."""
         import torch
-
-        from bot.errors import InputError
 
         self._allowed = {}
         if keep is None:
@@ -189,7 +188,6 @@ class ChatFormat:
         if self.name != "harmony":
             answer = (text or "").strip()
             return None, answer or None
-        from bot.harmony import parse_harmony
 
         parsed = parse_harmony(completion)
         return parsed.analysis, parsed.final
@@ -208,7 +206,6 @@ _CHAT_FORMATS = {
 
 def chat_format(config: dict[str, Any]) -> ChatFormat:
     """The chat format of a model's family, from its `config.json` (as a dict)."""
-    from bot.descriptors import descriptor_for
 
     return _CHAT_FORMATS[descriptor_for(config).chat_format]
 
@@ -220,7 +217,6 @@ there was then)."""
 
 def card_family(model_type: str | None) -> dict[str, Any]:
     """What a model card says of a family: its title and chat format."""
-    from bot.descriptors import descriptor_for
 
     descriptor = descriptor_for({"model_type": model_type or RECORDS_BEFORE_FAMILIES})
     fmt = _CHAT_FORMATS[descriptor.chat_format]

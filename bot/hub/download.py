@@ -17,7 +17,8 @@ from typing import Any
 from huggingface_hub.utils import tqdm as hf_tqdm
 
 from bot.errors import HubbotError, InputError
-from bot.hub.retry import RetryPolicy
+from bot.hub.publish import connect
+from bot.hub.retry import HubCaller, HubError, HubUnavailableError, RetryPolicy
 
 # What a pruned repo is made from; the real base repo also holds `original/` and `metal/`
 # copies of the weights, which must not be downloaded.
@@ -66,9 +67,6 @@ def fetch_base(
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
-
-    from bot.hub.publish import connect
-    from bot.hub.retry import HubCaller, HubError, HubUnavailableError
 
     api = connect(endpoint, token)
     name = f"base model {repo}@{revision}"

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.base import fetch_manifest_base
 from bot.errors import InputError
 from bot.manifest import Manifest, Variant
 from bot.provenance import EvalTextRecord, Quality, QualityPoint, TextFigures
 from bot.quality.spec import EvaluationSpec
 from bot.quality.texts import GENERAL, EvalSet, describe, make_set, read_texts
+from bot.selection.select import select_experts
 
 if TYPE_CHECKING:
     from bot.quality.evaluate import Figures
@@ -106,10 +108,8 @@ def evaluate_release(
     progress: bool = True,
 ) -> ReleaseQuality:
     """Measure the chosen variants (every one by default) against the base model."""
-    from bot.build import fetch_manifest_base
     from bot.examples import _versions, load_model
     from bot.quality.evaluate import evaluate_variants
-    from bot.selection.select import select_experts
 
     if not evaluation_enabled(manifest):
         raise InputError(

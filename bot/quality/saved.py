@@ -3,7 +3,7 @@
 A release measured once (on a GPU runner, say) need not be measured again to know which
 variants the floor holds back, nor by each job that builds one of its variants. Each
 variant's figures are saved with the weights digest they were measured for
-(`bot.build.desired_digests`: kept experts, base revision, evaluation text and settings);
+(`bot.desired.desired_digests`: kept experts, base revision, evaluation text and settings);
 a figure whose digest no longer matches the manifest is stale and left out, so the
 variant is measured when it is next built.
 
@@ -15,16 +15,15 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
+from bot.desired import desired_digests
 from bot.errors import InputError
 from bot.manifest import Manifest, Variant
 from bot.provenance import Quality, QualityPoint
-
-if TYPE_CHECKING:
-    from bot.quality.release import ReleaseQuality
+from bot.quality.release import ReleaseQuality, release_record
+from bot.selection.select import select_experts
 
 
 class SavedQuality(BaseModel):
@@ -38,16 +37,11 @@ class SavedQuality(BaseModel):
 
 
 def _weights_digest(manifest: Manifest, variant: Variant) -> str:
-    from bot.build import desired_digests
-    from bot.selection.select import select_experts
-
     return desired_digests(manifest, variant, select_experts(manifest, variant)).weights
 
 
 def save_quality(path: Path, manifest: Manifest, quality: ReleaseQuality) -> Path:
     """Write the run's figures to `path` (JSON)."""
-    from bot.quality.release import release_record
-
     saved = SavedQuality(
         quality=release_record(manifest, quality),
         weights={v.id: _weights_digest(manifest, v) for v in quality.variants},

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bot.descriptors import descriptor_for
 from bot.errors import HubbotError, InputError
 from bot.selection.fingerprints import packed_index, raw_subsets, raw_table, unknown_subsets
 from bot.selection.spec import (
@@ -54,7 +55,6 @@ def check_statistics(spec: StatisticsSpec, base_dir: Path, config: dict[str, Any
 def _check_fingerprints(
     spec: FingerprintStatistics, base_dir: Path, config: dict[str, Any]
 ) -> list[Located]:
-    from bot.descriptors import descriptor_for
 
     if spec.path is not None and not (base_dir / spec.path).resolve().is_dir():
         return [(("path",), f"fingerprint folder {spec.path} does not exist")]

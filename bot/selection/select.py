@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from bot.base import fetch_manifest_base
 from bot.descriptors import descriptor_for
 from bot.errors import InputError
 from bot.manifest import Manifest, Variant
@@ -187,7 +188,6 @@ def load_statistics(
     if isinstance(spec, FileStatistics):
         return read_statistics(base_dir / spec.path)
     assert isinstance(spec, CalibrationStatistics)
-    from bot.build import fetch_manifest_base
     from bot.examples import load_model
     from bot.selection.calibrate import calibrate, calibration_texts
 

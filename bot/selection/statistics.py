@@ -34,6 +34,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from bot.descriptors import descriptor_for
 from bot.errors import HubbotError, InputError
 
 FORMAT = "hubbot.expert-statistics"
@@ -156,7 +157,6 @@ def shape_problems(stats: ExpertStatistics, config: dict[str, Any]) -> list[str]
 
     Statistics have one row per MoE layer of the base model, in layer order.
     """
-    from bot.descriptors import descriptor_for
 
     problems = []
     descriptor = descriptor_for(config)
