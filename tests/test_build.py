@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bot.desired import desired_digests
 from bot.cli import cli
+from bot.desired import desired_digests
 from bot.fixtures import write_tiny_model
 from bot.manifest import load_manifest
 from bot.provenance import read_provenance

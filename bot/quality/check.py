@@ -19,7 +19,7 @@ from bot.quality.spec import EvalTexts
 from bot.selection.spec import CalibrationStatistics, DatasetTexts
 
 if TYPE_CHECKING:
-    from bot.manifest import ManifestSpec
+    from bot.manifest.schema import ManifestSpec
 
 Where = tuple[str | int, ...]
 Located = tuple[Where, str]
