@@ -37,7 +37,7 @@ from bot.examples import DTYPES, LoadedModel, generate_examples, load_model
 from bot.fixtures import write_tiny_model, write_tokenizer
 from bot.fixtures.tiny import tiny_generation_config
 from bot.fixtures.trained import trained_model_folder
-from bot.manifest import GenerationSpec
+from bot.generation import GenerationSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [

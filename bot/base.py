@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bot.manifest import Manifest
+if TYPE_CHECKING:
+    from bot.manifest import Manifest
 
 
 def endpoint_for(manifest: Manifest) -> str | None:

@@ -34,7 +34,7 @@ import torch
 from bot import __version__
 from bot.errors import HubbotError, InputError
 from bot.families.hooks import chat_format
-from bot.manifest import GenerationSpec
+from bot.generation import GenerationSpec
 from bot.progress import steps
 from bot.provenance import ExampleRecord, ExampleRun
 

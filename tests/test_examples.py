@@ -10,8 +10,8 @@ import torch
 from bot.errors import InputError
 from bot.examples import LoadedModel, choose_device, generate_examples, load_model, run_examples
 from bot.fixtures import write_tiny_model
+from bot.generation import GenerationSpec
 from bot.harmony import parse_harmony
-from bot.manifest import GenerationSpec
 from bot.provenance import ExampleRun
 
 PROMPTS = [

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bot.generation import GenerationSpec
 from bot.quality.spec import EvalTexts, EvaluationSpec, QualityFloor
 from bot.selection.spec import SelectionSpec, StatisticsSpec
 
@@ -108,17 +109,6 @@ class CardSpec(_Strict):
         description="said on the card above its rebuild command: what rebuilding needs "
         "beyond a checkout (e.g. a local Hub holding the base model)",
     )
-
-
-class GenerationSpec(_Strict):
-    """Settings of the example runs shown on each card."""
-
-    max_new_tokens: int = Field(default=512, ge=1, le=32768)
-    reasoning_effort: Literal["low", "medium", "high"] = "medium"
-    sampling: Literal["greedy", "seeded"] = "greedy"
-    seed: int = 0
-    temperature: float = Field(default=1.0, gt=0)
-    top_p: float = Field(default=1.0, gt=0, le=1)
 
 
 class CiSpec(_Strict):

@@ -16,8 +16,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from bot.base import fetch_manifest_base
 from bot.errors import InputError
 from bot.manifest.schema import DomainSpec, ManifestSpec
+from bot.selection.select import DomainSelection, Selector
 from bot.stats import parameter_counts
 from bot.yamlsrc import YamlDocument
 
@@ -58,6 +60,17 @@ class Manifest:
     def variants(self) -> list[Variant]:
         """Every variant, domain by domain in manifest order, counts ascending."""
         return expand_variants(self.spec, self.base_config)
+
+    @cached_property
+    def selector(self) -> Selector:
+        """The release's expert selections: each computed once for this loaded manifest."""
+        return Selector(
+            source=self.path,
+            base_dir=self.path.parent,
+            domains={d.id: DomainSelection(d.selection, d.statistics) for d in self.spec.domains},
+            base_config=self.base_config,
+            fetch_base=lambda: fetch_manifest_base(self),
+        )
 
     def variant(self, variant_id: str) -> Variant:
         for variant in self.variants:

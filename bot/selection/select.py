@@ -1,9 +1,14 @@
-"""Expert selection for a manifest: statistics per domain, final orders, kept experts.
+"""Expert selection for a release: statistics per domain, final orders, kept experts.
 
-`domain_ranking` gives a domain's final order per layer (every expert once, best first,
-see `bot.selection.strategies`) with each expert's score; `select_experts` keeps the first
-N of each layer for a variant and records why. Both are cached per manifest, so after
-the first statistics load a whole release selects in well under a second.
+A `Selector` holds what selection needs from a release (each domain's `selection` and
+`statistics` blocks, the base config, the folder paths are relative to, and how to fetch
+the base model when a domain calibrates) and caches what it computes, so after the first
+statistics load a whole release selects in well under a second. A loaded manifest has one
+(`Manifest.selector`); `select_experts`, `domain_ranking` and `domain_statistics` ask it.
+
+`Selector.ranking` gives a domain's final order per layer (every expert once, best first,
+see `bot.selection.strategies`) with each expert's score; `Selector.select` keeps the first
+N of each layer for a variant and records why.
 
 Scores are the domain's own metric (selection frequency, or router mass for
 `router_mass`); an `inverse` domain shows the scores of the domain it reverses, and its
@@ -20,16 +25,15 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bot.base import fetch_manifest_base
 from bot.descriptors import descriptor_for
 from bot.errors import InputError
-from bot.manifest import Manifest, Variant
 from bot.provenance import SelectionRecord
 from bot.selection import strategies
 from bot.selection.coverage import routing_coverage
@@ -38,11 +42,13 @@ from bot.selection.spec import (
     CalibrationStatistics,
     FileStatistics,
     FingerprintStatistics,
+    SelectionSpec,
     StatisticsSpec,
 )
 from bot.selection.statistics import ExpertStatistics, read_statistics, shape_problems
 
-_MAX_CACHED = 256
+if TYPE_CHECKING:
+    from bot.manifest import Manifest, Variant
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,108 +132,162 @@ class DomainRanking:
         }
 
 
+@dataclass(frozen=True)
+class DomainSelection:
+    """A domain's `selection` block and its own `statistics` source (None: it has none)."""
+
+    selection: SelectionSpec
+    statistics: StatisticsSpec | None
+
+
+class Selector:
+    """One release's expert selections, computed once each and then reused.
+
+    `source` names the release in messages (the manifest file); `base_dir` is the folder
+    statistics paths are relative to; `fetch_base` gives the base checkpoint's folder, and
+    runs only when a domain calibrates on the model.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: Path,
+        base_dir: Path,
+        domains: Mapping[str, DomainSelection],
+        base_config: dict[str, Any],
+        fetch_base: Callable[[], Path],
+    ) -> None:
+        self.source = source
+        self.base_dir = base_dir
+        self.domains = dict(domains)
+        self.base_config = base_config
+        self.fetch_base = fetch_base
+        self._rankings: dict[str, DomainRanking] = {}
+        self._statistics: dict[str, ExpertStatistics] = {}
+
+    def select(self, domain_id: str, experts: int) -> SelectionRecord:
+        """Which `experts` of each layer a variant of `domain_id` keeps, their scores and
+        routing coverage."""
+        ranking = self.ranking(domain_id)
+        config = self.base_config
+        kept = ranking.kept(experts, groups=descriptor_for(config).num_groups(config))
+        scores = np.take_along_axis(ranking.scores, kept, axis=1)
+        layers = descriptor_for(config).moe_layer_indices(config)  # statistics rows -> layers
+        return SelectionRecord(
+            strategy=ranking.strategy,
+            statistics_source=ranking.statistics_source,
+            statistics_digest=ranking.statistics_digest,
+            kept_experts={
+                str(layer): row.tolist() for layer, row in zip(layers, kept, strict=True)
+            },
+            scores={str(layer): row.tolist() for layer, row in zip(layers, scores, strict=True)},
+            routing_coverage=routing_coverage(ranking.statistics[0], kept),
+        )
+
+    def ranking(self, domain_id: str) -> DomainRanking:
+        """The final order of `domain_id` per layer."""
+        if domain_id not in self._rankings:
+            self._rankings[domain_id] = self._rank(domain_id)
+        return self._rankings[domain_id]
+
+    def statistics(self, domain_id: str, *, device: str | None = None) -> ExpertStatistics:
+        """The statistics of the domain's own `statistics` source.
+
+        A calibration source fetches and loads the base model on `device` (default: the best
+        one, see `bot.examples.load_model`) and runs it; to measure once and reuse, save the
+        result with `save_statistics` and point the domain at it with a `file` source.
+        """
+        domain = self._domain(domain_id)
+        if domain.statistics is None:
+            raise InputError(f"domain {domain_id!r} has no statistics of its own")
+        if domain_id not in self._statistics:
+            stats = self.load_statistics(domain.statistics, device=device)
+            problems = shape_problems(stats, self.base_config)
+            if problems:
+                raise InputError(f"domain {domain_id!r}: {'; '.join(problems)}")
+            self._statistics[domain_id] = stats
+        return self._statistics[domain_id]
+
+    def load_statistics(
+        self, spec: StatisticsSpec, *, device: str | None = None
+    ) -> ExpertStatistics:
+        """Read or measure (on `device`) the statistics a `statistics` block describes."""
+        config = self.base_config
+        if isinstance(spec, FingerprintStatistics):
+            if spec.path is None:
+                table = packed_table()
+            else:
+                experts = descriptor_for(config).num_experts(config)
+                table = raw_table((self.base_dir / spec.path).resolve(), experts)
+            return table.statistics(spec.subsets)
+        if isinstance(spec, FileStatistics):
+            return read_statistics(self.base_dir / spec.path)
+        assert isinstance(spec, CalibrationStatistics)
+        # torch and transformers load only when a domain calibrates on the model
+        from bot.examples import load_model
+        from bot.selection.calibrate import calibrate, calibration_texts
+
+        texts = calibration_texts(spec, self.base_dir)
+        loaded = load_model(self.fetch_base(), device=device)
+        return calibrate(loaded.model, loaded.tokenizer, texts, max_tokens=spec.max_tokens)
+
+    def _rank(self, domain_id: str) -> DomainRanking:
+        sel = self._domain(domain_id).selection
+        config = self.base_config
+        experts = descriptor_for(config).num_experts(config)
+        if sel.strategy == "inverse":
+            assert sel.of is not None
+            other = self.ranking(sel.of)
+            return DomainRanking(
+                domain=domain_id,
+                strategy=f"inverse(of={sel.of})",
+                metric=other.metric,
+                order=other.order[:, ::-1].copy(),
+                scores=other.scores,
+                statistics=other.statistics,
+                layers=other.layers,
+            )
+        stats = self.statistics(domain_id)
+        metric = "router_mass" if sel.strategy == "router_mass" else "frequency"
+        scores = stats.router_mass() if metric == "router_mass" else stats.frequency()
+        own = strategies.ranking(scores, stats.tie_rank)
+        if sel.strategy == "interleave":
+            assert sel.with_ is not None
+            other = self.ranking(sel.with_)
+            own = [
+                strategies.interleave(a, b) for a, b in zip(own, other.order.tolist(), strict=True)
+            ]
+            read = (stats, *other.statistics)
+            strategy = f"interleave(with={sel.with_})"
+        else:
+            read, strategy = (stats,), sel.strategy
+        order = strategies.final_orders(own, experts)
+        order.setflags(write=False)
+        layers = tuple(descriptor_for(config).moe_layer_indices(config))
+        return DomainRanking(domain_id, strategy, metric, order, scores, read, layers)
+
+    def _domain(self, domain_id: str) -> DomainSelection:
+        try:
+            return self.domains[domain_id]
+        except KeyError:
+            raise InputError(f"{self.source}: no domain {domain_id!r}") from None
+
+
 def select_experts(manifest: Manifest, variant: Variant) -> SelectionRecord:
-    """Which experts `variant` keeps in each layer, their scores, and routing coverage."""
-    ranking = domain_ranking(manifest, variant.domain)
-    config = manifest.base_config
-    kept = ranking.kept(variant.experts, groups=descriptor_for(config).num_groups(config))
-    scores = np.take_along_axis(ranking.scores, kept, axis=1)
-    layers = descriptor_for(config).moe_layer_indices(config)  # statistics rows -> layers
-    return SelectionRecord(
-        strategy=ranking.strategy,
-        statistics_source=ranking.statistics_source,
-        statistics_digest=ranking.statistics_digest,
-        kept_experts={str(layer): row.tolist() for layer, row in zip(layers, kept, strict=True)},
-        scores={str(layer): row.tolist() for layer, row in zip(layers, scores, strict=True)},
-        routing_coverage=routing_coverage(ranking.statistics[0], kept),
-    )
+    """Which experts `variant` keeps in each layer (the manifest's `selector`)."""
+    return manifest.selector.select(variant.domain, variant.experts)
 
 
 def domain_ranking(manifest: Manifest, domain_id: str) -> DomainRanking:
-    """The final order of `domain_id` per layer (cached per manifest and domain)."""
-    key = (*_manifest_key(manifest), "ranking", domain_id)
-    if key not in _CACHE:
-        _remember(key, _rank(manifest, domain_id))
-    return _CACHE[key]
+    """The final order of `domain_id` per layer (the manifest's `selector`)."""
+    return manifest.selector.ranking(domain_id)
 
 
 def domain_statistics(
     manifest: Manifest, domain_id: str, *, device: str | None = None
 ) -> ExpertStatistics:
-    """The statistics of the domain's own `statistics` source (cached per manifest).
-
-    A calibration source fetches and loads the base model on `device` (default: the best
-    one, see `bot.examples.load_model`) and runs it; to measure once and reuse, save the
-    result with `save_statistics` and point the domain at it with a `file` source.
-    """
-    domain = _domain(manifest, domain_id)
-    if domain.statistics is None:
-        raise InputError(f"domain {domain_id!r} has no statistics of its own")
-    key = (*_manifest_key(manifest), "statistics", domain_id)
-    if key not in _CACHE:
-        stats = load_statistics(domain.statistics, manifest, device=device)
-        problems = shape_problems(stats, manifest.base_config)
-        if problems:
-            raise InputError(f"domain {domain_id!r}: {'; '.join(problems)}")
-        _remember(key, stats)
-    return _CACHE[key]
-
-
-def load_statistics(
-    spec: StatisticsSpec, manifest: Manifest, *, device: str | None = None
-) -> ExpertStatistics:
-    """Read or measure (on `device`) the statistics a manifest's `statistics` block describes."""
-    base_dir = manifest.path.parent
-    if isinstance(spec, FingerprintStatistics):
-        if spec.path is None:
-            table = packed_table()
-        else:
-            experts = descriptor_for(manifest.base_config).num_experts(manifest.base_config)
-            table = raw_table((base_dir / spec.path).resolve(), experts)
-        return table.statistics(spec.subsets)
-    if isinstance(spec, FileStatistics):
-        return read_statistics(base_dir / spec.path)
-    assert isinstance(spec, CalibrationStatistics)
-    from bot.examples import load_model
-    from bot.selection.calibrate import calibrate, calibration_texts
-
-    texts = calibration_texts(spec, base_dir)
-    loaded = load_model(fetch_manifest_base(manifest), device=device)
-    return calibrate(loaded.model, loaded.tokenizer, texts, max_tokens=spec.max_tokens)
-
-
-def _rank(manifest: Manifest, domain_id: str) -> DomainRanking:
-    domain = _domain(manifest, domain_id)
-    sel = domain.selection
-    experts = descriptor_for(manifest.base_config).num_experts(manifest.base_config)
-    if sel.strategy == "inverse":
-        assert sel.of is not None
-        other = domain_ranking(manifest, sel.of)
-        return DomainRanking(
-            domain=domain_id,
-            strategy=f"inverse(of={sel.of})",
-            metric=other.metric,
-            order=other.order[:, ::-1].copy(),
-            scores=other.scores,
-            statistics=other.statistics,
-            layers=other.layers,
-        )
-    stats = domain_statistics(manifest, domain_id)
-    metric = "router_mass" if sel.strategy == "router_mass" else "frequency"
-    scores = stats.router_mass() if metric == "router_mass" else stats.frequency()
-    own = strategies.ranking(scores, stats.tie_rank)
-    if sel.strategy == "interleave":
-        assert sel.with_ is not None
-        other = domain_ranking(manifest, sel.with_)
-        own = [strategies.interleave(a, b) for a, b in zip(own, other.order.tolist(), strict=True)]
-        read = (stats, *other.statistics)
-        strategy = f"interleave(with={sel.with_})"
-    else:
-        read, strategy = (stats,), sel.strategy
-    order = strategies.final_orders(own, experts)
-    order.setflags(write=False)
-    layers = tuple(descriptor_for(manifest.base_config).moe_layer_indices(manifest.base_config))
-    return DomainRanking(domain_id, strategy, metric, order, scores, read, layers)
+    """The statistics of the domain's own source (the manifest's `selector`)."""
+    return manifest.selector.statistics(domain_id, device=device)
 
 
 def _spans(layers: list[int]) -> str:
@@ -235,25 +295,3 @@ def _spans(layers: list[int]) -> str:
     if layers == list(range(layers[0], layers[-1] + 1)):
         return f"{layers[0]}..{layers[-1]}"
     return ", ".join(map(str, layers))
-
-
-def _domain(manifest: Manifest, domain_id: str) -> Any:
-    try:
-        return manifest.domain(domain_id)
-    except KeyError:
-        raise InputError(f"{manifest.path}: no domain {domain_id!r}") from None
-
-
-_CACHE: dict[tuple[Any, ...], Any] = {}
-
-
-def _manifest_key(manifest: Manifest) -> tuple[Any, ...]:
-    config = manifest.base_config
-    shape = tuple(descriptor_for(config).moe_layer_indices(config))
-    return (str(Path(manifest.path).resolve()), manifest.digest, shape)
-
-
-def _remember(key: tuple[Any, ...], value: Any) -> None:
-    if len(_CACHE) >= _MAX_CACHED:
-        _CACHE.clear()
-    _CACHE[key] = value
