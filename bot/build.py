@@ -25,8 +25,8 @@ from bot.card import write_card
 from bot.desired import desired_digests, digest, manifest_entry, release_info, template_path
 from bot.folders import check_disjoint, claim_destination, new_partial, replace_folder
 from bot.manifest import Manifest, Variant
-from bot.provenance import BaseRef, Provenance, VariantRef, read_provenance, write_provenance
-from bot.prune import prune_checkpoint
+from bot.provenance import Provenance, VariantRef, write_provenance
+from bot.prune import Origin, prune_checkpoint
 from bot.quality.release import evaluation_enabled, quality_record, release_quality
 from bot.quality.saved import current_record
 from bot.selection.select import select_experts
@@ -67,7 +67,6 @@ def build_variant(
     base = base_folder or fetch_manifest_base(manifest)
     check_disjoint(base, out)
     selection = select_experts(manifest, variant)
-    keep = {int(layer): experts for layer, experts in selection.kept_experts.items()}
     out = claim.path
     staging = new_partial(out, "build")  # everything is staged here, then put in place whole
     try:
@@ -75,16 +74,13 @@ def build_variant(
         pruned = prune_checkpoint(
             base,
             folder,
-            keep,
+            selection.keep(),
             dtype="bf16" if spec.output.format == "bf16" else "source",
             max_shard_bytes=spec.output.max_shard_bytes,
-            provenance={
-                "repo": spec.base.repo,
-                "revision": spec.base.revision,
-                "selection": selection.model_dump(mode="json"),
-            },
+            origin=Origin(repo=spec.base.repo, revision=spec.base.revision, selection=selection),
+            write_record=False,  # hubbot.json is written once, below, with everything in it
         )
-        record = read_provenance(folder)
+        assert pruned.provenance is not None
         run = None
         if examples:
             domain = manifest.domain(variant.domain)
@@ -98,27 +94,25 @@ def build_variant(
             if quality is None or quality.point(variant.id) is None:
                 measured = release_quality(manifest, base, device=device, progress=progress)
                 quality = quality_record(manifest, measured, variant)
-        record = record.model_copy(
-            update={
-                "variant": VariantRef(
-                    id=variant.id,
-                    domain=variant.domain,
-                    experts=variant.experts,
-                    repo_id=variant.repo_id,
-                ),
-                "manifest_digest": digest(manifest_entry(manifest, variant)),
-                "digests": desired_digests(manifest, variant, selection),
-                "base": BaseRef(
-                    repo=spec.base.repo, revision=spec.base.revision, files=record.base.files
-                ),
-                "selection": selection,
-                "stats": model_stats(folder, base_config=manifest.base_config),
-                "examples": run,
-                "quality": quality,
-                "release": release_info(manifest, variant),
-            }
+        record = Provenance(
+            tool_version=pruned.provenance.tool_version,
+            variant=VariantRef(
+                id=variant.id,
+                domain=variant.domain,
+                experts=variant.experts,
+                repo_id=variant.repo_id,
+            ),
+            manifest_digest=digest(manifest_entry(manifest, variant)),
+            digests=desired_digests(manifest, variant, selection),
+            base=pruned.provenance.base,
+            output_format=pruned.output_format,
+            selection=selection,
+            files=pruned.files,
+            stats=model_stats(folder, base_config=manifest.base_config),
+            examples=run,
+            quality=quality,
+            release=release_info(manifest, variant),
         )
-        record = Provenance.model_validate(record.model_dump())
         written = write_card(folder, record, template_path(manifest))
         # the card's files are listed too: a later build may replace only what hubbot wrote
         card = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in written}

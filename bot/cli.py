@@ -363,7 +363,15 @@ def prune(src: Path, dst: Path, keep_file: Path, dtype: str, max_shard_bytes: in
 
     keep = load_keep(keep_file)
     try:
-        result = prune_checkpoint(src, dst, keep, dtype=dtype, max_shard_bytes=max_shard_bytes)  # type: ignore[arg-type]
+        # the low-level command's folder carries its own record: hubbot.json written by the pruner
+        result = prune_checkpoint(
+            src,
+            dst,
+            keep,
+            dtype=dtype,
+            max_shard_bytes=max_shard_bytes,
+            write_record=True,  # type: ignore[arg-type]
+        )
     except OSError as exc:  # the disk, not the input: a full disk, a folder we may not write
         where = exc.filename or dst
         raise HubbotError(f"{where}: {exc.strerror or exc}; {dst} was left as it was") from None

@@ -53,6 +53,10 @@ class SelectionRecord(_Record):
     )
     routing_coverage: RoutingCoverage | None = None
 
+    def keep(self) -> dict[int, list[int]]:
+        """The kept experts as the pruner's keep list: layer number -> experts."""
+        return {int(layer): list(experts) for layer, experts in self.kept_experts.items()}
+
 
 class ModelStats(_Record):
     """Facts computed from config.json and safetensors headers, never typed in."""

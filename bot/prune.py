@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from bot import __version__
 from bot.checkpoint import (
     INDEX_FILE,
@@ -52,7 +50,6 @@ OutputDtype = Literal["source", "bf16"]
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack")
 _NOT_COPIED = {"config.json", "README.md", FILENAME}
-_PROVENANCE_KEYS = {"repo", "revision", "selection", "variant", "manifest_digest"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +63,23 @@ class PrunedModel:
     bytes_written: int
     files: dict[str, str] = field(default_factory=dict)
     """Output file -> sha256 (every file but `hubbot.json`, which lists them)."""
+    provenance: Provenance | None = None
+    """What the pruned folder's `hubbot.json` records: base files read, output format,
+    selection and output files (also when `write_record=False` left the file unwritten)."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a pruned model comes from, for its `hubbot.json`.
+
+    `repo` and `revision` name the base (no repo: the source folder's path); `selection`
+    says why these experts (none: an explicit keep list); its `kept_experts` must be the
+    keep list.
+    """
+
+    repo: str | None = None
+    revision: str | None = None
+    selection: SelectionRecord | None = None
 
 
 def prune_checkpoint(
@@ -75,15 +89,16 @@ def prune_checkpoint(
     *,
     dtype: OutputDtype = "source",
     max_shard_bytes: int = 5 * 1024**3,
-    provenance: dict[str, Any] | None = None,
+    origin: Origin | None = None,
+    write_record: bool = True,
 ) -> PrunedModel:
     """Write a copy of checkpoint `src` keeping, in each layer, the experts `keep` lists.
 
     `dtype="bf16"` dequantizes an MXFP4 checkpoint (transformers' fused BF16 names);
-    `"source"` keeps the storage format. `provenance` may give `repo`, `revision`,
-    `selection` (a `SelectionRecord` without, or with matching, `kept_experts`), `variant`
-    and `manifest_digest` for `hubbot.json`. Bad input raises `InputError` before anything
-    is written.
+    `"source"` keeps the storage format. `origin` names the base and the selection for
+    the record (`PrunedModel.provenance`); with `write_record` (the low-level `hubbot prune`)
+    it is written as `hubbot.json`, without it the caller writes a fuller one (the build,
+    once, from its typed values). Bad input raises `InputError` before anything is written.
     """
     src, dst = Path(src), Path(dst)
     if dtype not in ("source", "bf16"):
@@ -118,7 +133,7 @@ def prune_checkpoint(
     )
     count = len(next(iter(kept.values())))
     out_config = descriptor.rewrite_config(config, count, drop_quantization=dequantize)
-    draft = _provenance_draft(provenance, kept, src, out_layout.name)
+    draft = _provenance_draft(origin or Origin(), kept, src, out_layout.name)
     claim = _check_destination(src, dst)
     try:
         expected = expected_tensors(out_config, [job.out.name for job in plan.jobs])
@@ -130,7 +145,7 @@ def prune_checkpoint(
     return_freed_buffers()
     tmp = new_partial(dst)
     try:
-        result = _write(src, tmp, ckpt, plan, out_config, draft)
+        result = _write(src, tmp, ckpt, plan, out_config, draft, write_record)
         try:
             check_structure(open_checkpoint(tmp), expected)  # what was written, read back
         except InputError as exc:
@@ -146,6 +161,7 @@ def prune_checkpoint(
         bytes_read=result.bytes_read,
         bytes_written=result.bytes_written,
         files=result.files,
+        provenance=result.record,
     )
 
 
@@ -156,35 +172,21 @@ def _check_destination(src: Path, dst: Path) -> Claim:
 
 
 def _provenance_draft(
-    provenance: dict[str, Any] | None,
-    kept: dict[int, tuple[int, ...]],
-    src: Path,
-    output_format: str,
+    origin: Origin, kept: dict[int, tuple[int, ...]], src: Path, output_format: str
 ) -> Provenance:
-    """`hubbot.json` from the caller's fields, checked now; file hashes are added at the end."""
-    given = dict(provenance or {})
-    unknown = sorted(given.keys() - _PROVENANCE_KEYS)
-    if unknown:
-        raise InputError(f"provenance: unknown keys {unknown}; known: {sorted(_PROVENANCE_KEYS)}")
+    """`hubbot.json` from the caller's origin, checked now; file hashes are added at the end."""
     kept_json = {str(layer): list(experts) for layer, experts in kept.items()}
-    selection = dict(given.get("selection") or {})
-    if selection.get("kept_experts", kept_json) != kept_json:
+    selection = origin.selection or SelectionRecord(
+        strategy="explicit", statistics_source="none", statistics_digest="none", kept_experts={}
+    )
+    if origin.selection is not None and selection.kept_experts != kept_json:
         raise InputError("provenance: selection.kept_experts differs from the keep list")
-    selection.setdefault("strategy", "explicit")
-    selection.setdefault("statistics_source", "none")
-    selection.setdefault("statistics_digest", "none")
-    selection["kept_experts"] = kept_json
-    try:
-        return Provenance(
-            tool_version=__version__,
-            variant=given.get("variant"),
-            manifest_digest=given.get("manifest_digest"),
-            base=BaseRef(repo=given.get("repo") or str(src), revision=given.get("revision")),
-            output_format=output_format,
-            selection=SelectionRecord.model_validate(selection),
-        )
-    except ValidationError as exc:
-        raise InputError(f"provenance: {' '.join(str(exc).splitlines()[:3])}") from None
+    return Provenance(
+        tool_version=__version__,
+        base=BaseRef(repo=origin.repo or str(src), revision=origin.revision),
+        output_format=output_format,
+        selection=selection.model_copy(update={"kept_experts": kept_json}),
+    )
 
 
 # ---------------------------------------------------------------- write
@@ -198,6 +200,7 @@ class _Tally:
     bytes_written: int = 0
     files: dict[str, str] = field(default_factory=dict)
     base_files: dict[str, str] = field(default_factory=dict)
+    record: Provenance | None = None
 
     def add_output(self, folder: Path, name: str, data: bytes) -> None:
         (folder / name).write_bytes(data)
@@ -212,8 +215,9 @@ def _write(
     plan: PrunePlan,
     config: dict[str, Any],
     draft: Provenance,
+    write_record: bool,
 ) -> _Tally:
-    """Write shards, index, config, copied repo files and `hubbot.json` into `out`."""
+    """Write shards, index, config, copied repo files and (`write_record`) `hubbot.json`."""
     shards = write_shards(src, out, ckpt, plan)
     tally = _Tally(shards.bytes_read, shards.bytes_written, dict(shards.files), shards.base_files)
     copied = {path.name: path.read_bytes() for path in _other_files(src)}
@@ -230,8 +234,9 @@ def _write(
     tally.add_output(out, "config.json", config_text.encode())
     tally.files = dict(sorted(tally.files.items()))
     base = draft.base.model_copy(update={"files": dict(sorted(tally.base_files.items()))})
-    record = draft.model_copy(update={"base": base, "files": tally.files})
-    tally.bytes_written += write_provenance(out, record).stat().st_size
+    tally.record = draft.model_copy(update={"base": base, "files": tally.files})
+    if write_record:
+        tally.bytes_written += write_provenance(out, tally.record).stat().st_size
     return tally
 
 

@@ -19,8 +19,8 @@ import bot.pruning.execute
 from bot import __version__
 from bot.errors import InputError
 from bot.fixtures import TinySpec, write_tiny_model
-from bot.provenance import read_provenance
-from bot.prune import prune_checkpoint
+from bot.provenance import SelectionRecord, read_provenance
+from bot.prune import Origin, prune_checkpoint
 from bot.pruning.checks import load_keep
 from bot.verify import verify_structure
 
@@ -174,8 +174,11 @@ def test_hubbot_json_records_base_selection_and_output_hashes(
         "statistics_digest": "sha256:abc",
         "scores": {"0": [0.4, 0.3, 0.2, 0.1], "1": [0.5, 0.2, 0.2, 0.1]},
     }
-    provenance = {"repo": "openai/gpt-oss-20b", "revision": "d666cf3", "selection": selection}
-    pruned = prune_checkpoint(base["mxfp4"], tmp_path / "out", KEEP, provenance=provenance)
+    record = SelectionRecord(
+        **selection, kept_experts={str(layer): sorted(row) for layer, row in KEEP.items()}
+    )
+    origin = Origin(repo="openai/gpt-oss-20b", revision="d666cf3", selection=record)
+    pruned = prune_checkpoint(base["mxfp4"], tmp_path / "out", KEEP, origin=origin)
     record = read_provenance(pruned.path)
     assert record.tool_version == __version__
     assert (record.base.repo, record.base.revision) == ("openai/gpt-oss-20b", "d666cf3")
@@ -199,13 +202,14 @@ def test_hubbot_json_records_base_selection_and_output_hashes(
 
 def test_provenance_argument_is_checked(base: dict[str, Path], tmp_path: Path) -> None:
     dst = tmp_path / "out"
-    with pytest.raises(InputError, match="unknown keys \\['repository'\\]"):
-        prune_checkpoint(base["bf16"], dst, KEEP, provenance={"repository": "x"})
-    wrong = {"selection": {"kept_experts": {"0": [0, 1, 2, 3], "1": [0, 1, 2, 3]}}}
+    wrong = SelectionRecord(
+        strategy="frequency",
+        statistics_source="s",
+        statistics_digest="d",
+        kept_experts={"0": [0, 1, 2, 3], "1": [0, 1, 2, 3]},
+    )
     with pytest.raises(InputError, match="differs from the keep list"):
-        prune_checkpoint(base["bf16"], dst, KEEP, provenance=wrong)
-    with pytest.raises(InputError, match=r"provenance: .*variant"):
-        prune_checkpoint(base["bf16"], dst, KEEP, provenance={"variant": {"id": "code-4"}})
+        prune_checkpoint(base["bf16"], dst, KEEP, origin=Origin(selection=wrong))
     assert _nothing_at(dst)
 
 

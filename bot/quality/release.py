@@ -120,10 +120,7 @@ def evaluate_release(
         raise InputError(f"{manifest.path}: no variant matches")
     config = settings(manifest)
     with _quiet_transformers():
-        keeps = {
-            v.id: {int(k): e for k, e in select_experts(manifest, v).kept_experts.items()}
-            for v in variants
-        }
+        keeps = {v.id: select_experts(manifest, v).keep() for v in variants}
         loaded = load_model(base_folder or fetch_manifest_base(manifest), device=device)
     sets = _text_sets(manifest, loaded.tokenizer, {v.domain for v in variants}, config)
     runs = {
