@@ -12,12 +12,15 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from bot import __version__
 from bot.errors import HubbotError, InputError
+
+if TYPE_CHECKING:  # bot.release loads huggingface_hub: only publish and cards need it
+    from bot.release import Outcome
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,7 +121,7 @@ def plan(
         points = evaluate_release(loaded, variant_ids=variant_ids, device=device).points()
     rows = plan_rows(loaded, online=online, variant_ids=variant_ids, points=points)
     if as_json:
-        _print_json(rows)
+        _print_json([row.to_json() for row in rows])
     elif summary:
         click.echo(markdown_table(rows), nl=False)
     else:
@@ -502,7 +505,7 @@ def _points(manifest: Any, quality_file: Path | None) -> Any:
     return current_points(quality_file, manifest)
 
 
-def _echo_outcome(outcome: Any) -> None:
+def _echo_outcome(outcome: Outcome) -> None:
     result = outcome.result
     if outcome.error:
         click.echo(f"FAILED  {outcome.variant.id}: {outcome.error}", err=True)
@@ -518,7 +521,7 @@ def _echo_outcome(outcome: Any) -> None:
         )
 
 
-def _finish(outcomes: list[Any], as_json: bool) -> None:
+def _finish(outcomes: list[Outcome], as_json: bool) -> None:
     if as_json:
         _print_json([_outcome_json(o) for o in outcomes])
     failed = [o for o in outcomes if o.error]
@@ -526,7 +529,7 @@ def _finish(outcomes: list[Any], as_json: bool) -> None:
         raise HubbotError(f"{len(failed)} of {len(outcomes)} variants failed")
 
 
-def _outcome_json(outcome: Any) -> dict[str, Any]:
+def _outcome_json(outcome: Outcome) -> dict[str, Any]:
     result = outcome.result
     return {
         "variant": outcome.variant.id,
@@ -537,7 +540,7 @@ def _outcome_json(outcome: Any) -> dict[str, Any]:
         "deleted": list(result.deleted) if result else [],
         "bytes_uploaded": result.bytes_uploaded if result else 0,
         "error": outcome.error,
-        "reason": getattr(outcome, "reason", None),
+        "reason": outcome.reason,
     }
 
 

@@ -42,13 +42,57 @@ def needs_model_run(manifest: Manifest, domain_id: str) -> bool:
     return other is not None and needs_model_run(manifest, other)
 
 
+@dataclass(frozen=True)
+class PlanRow:
+    """One variant in a plan: what the manifest makes of it and, asked, what its repo needs.
+
+    `hub_action` and `hub_reason` are the Hub's answer (`--hub`); `held` the figure below
+    the quality floor that holds an offline variant back; `quality` its figures when known.
+    """
+
+    variant: Variant
+    kept_experts: dict[str, list[int]] | None
+    hub_action: str | None = None
+    hub_reason: str | None = None
+    quality: dict[str, Any] | None = None
+    held: str | None = None
+
+    @property
+    def action(self) -> str | None:
+        """`create`, `rebuild`, `card-only`, `no-op` or `held`; None offline, not held."""
+        return "held" if self.held else self.hub_action
+
+    @property
+    def reason(self) -> str | None:
+        return f"{self.held}: not to be published" if self.held else self.hub_reason
+
+    def to_json(self) -> dict[str, Any]:
+        """The row for `plan --json` (keys absent where there is nothing to say)."""
+        v = self.variant
+        out: dict[str, Any] = {
+            "variant": v.id,
+            "domain": v.domain,
+            "experts": v.experts,
+            "repo_id": v.repo_id,
+            "total_params": v.total_params,
+            "kept_experts": self.kept_experts,
+        }
+        if self.hub_action is not None:
+            out["action"], out["reason"] = self.hub_action, self.hub_reason
+        if self.quality is not None:
+            out["quality"] = self.quality
+        if self.held:
+            out["action"], out["reason"] = self.action, self.reason
+        return out
+
+
 def plan_rows(
     manifest: Manifest,
     *,
     online: bool = False,
     variant_ids: Iterable[str] = (),
     points: Mapping[str, QualityPoint] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[PlanRow]:
     """One row per variant; `online` asks the Hub what each repo needs.
 
     With `points` (current figures by variant id, see `bot.quality.saved`), each row
@@ -66,30 +110,21 @@ def plan_rows(
             actions[row.variant.id] = (str(row.action), row.reason)
     rows = []
     for v in chosen:
-        row: dict[str, Any] = {
-            "variant": v.id,
-            "domain": v.domain,
-            "experts": v.experts,
-            "repo_id": v.repo_id,
-            "total_params": v.total_params,
-        }
+        kept = None  # calibration: known once the base model has run
         if online or not needs_model_run(manifest, v.domain):
-            row["kept_experts"] = select_experts(manifest, v).kept_experts
-        else:
-            row["kept_experts"] = None  # calibration: known once the base model has run
-        if v.id in actions:
-            row["action"], row["reason"] = actions[v.id]
+            kept = select_experts(manifest, v).kept_experts
+        action, reason = actions.get(v.id, (None, None))
         point = (points or {}).get(v.id)
+        quality, held = None, None
         if point is not None:
-            row["quality"] = point.model_dump(mode="json", include={"domain_text", "general_text"})
-            held = shortfall(point, manifest.spec.quality)
-            if held and not online:
-                row["action"], row["reason"] = "held", f"{held}: not to be published"
-        rows.append(row)
+            quality = point.model_dump(mode="json", include={"domain_text", "general_text"})
+            if not online:
+                held = shortfall(point, manifest.spec.quality) or None
+        rows.append(PlanRow(v, kept, action, reason, quality, held))
     return rows
 
 
-def offline_plan(manifest: Manifest) -> list[dict[str, Any]]:
+def offline_plan(manifest: Manifest) -> list[PlanRow]:
     """`plan_rows` without asking the Hub."""
     return plan_rows(manifest)
 
@@ -108,59 +143,59 @@ def kept_text(kept: dict[str, list[int]] | None, layer: str = "0") -> str:
     return f"{experts} (+{more} layers)" if more else experts
 
 
-def text_table(rows: list[dict[str, Any]], *, every_layer: bool = False) -> list[str]:
+def text_table(rows: list[PlanRow], *, every_layer: bool = False) -> list[str]:
     """The plan as aligned lines under a header.
 
     A row shows layer 0's kept experts; `every_layer` lists each layer's below its row,
     with the reason for the action when the Hub was asked.
     """
-    online = any("action" in r for r in rows)
+    online = any(r.hub_action is not None for r in rows)
     head = [*(["action"] if online else []), "variant", "experts", "parameters", "repo"]
     table = [[*head, "kept experts" if every_layer else "kept experts, layer 0"]]
     for r in rows:
-        cells = [*([r.get("action", "")] if online else []), r["variant"], str(r["experts"])]
-        cells += [f"{units.count(r['total_params'])} params", r["repo_id"]]
-        listed = every_layer and r["kept_experts"] is not None
-        table.append([*cells, "" if listed else kept_text(r["kept_experts"])])
+        cells = [*([r.action or ""] if online else []), r.variant.id, str(r.variant.experts)]
+        cells += [f"{units.count(r.variant.total_params)} params", r.variant.repo_id]
+        listed = every_layer and r.kept_experts is not None
+        table.append([*cells, "" if listed else kept_text(r.kept_experts)])
     widths = [max(len(cells[i]) for cells in table) for i in range(len(head))]
     lines = []
     for index, cells in enumerate(table):
         padded = [c.ljust(w) for c, w in zip(cells[:-1], widths, strict=True)]
         lines.append("  ".join([*padded, cells[-1]]).rstrip())
-        if index and not every_layer and rows[index - 1].get("action") == "held":
-            lines.append(f"    held: {rows[index - 1]['reason']}")  # the figure and the floor
+        if index and not every_layer and rows[index - 1].action == "held":
+            lines.append(f"    held: {rows[index - 1].reason}")  # the figure and the floor
         row = rows[index - 1] if index and every_layer else None
         if row is None:
             continue
-        if online and row.get("reason"):
-            lines.append(f"    why: {row['reason']}")
-        for layer, experts in (row["kept_experts"] or {}).items():
+        if online and row.reason:
+            lines.append(f"    why: {row.reason}")
+        for layer, experts in (row.kept_experts or {}).items():
             lines.append(f"    layer {layer:>2}: {' '.join(str(e) for e in experts)}")
     return lines
 
 
-def action_counts(rows: list[dict[str, Any]]) -> str:
+def action_counts(rows: list[PlanRow]) -> str:
     """`232 variants: 4 create, 228 no-op` (or `232 variants` offline)."""
     counts: dict[str, int] = {}
     for r in rows:
-        if "action" in r:
-            counts[r["action"]] = counts.get(r["action"], 0) + 1
+        if r.action is not None:
+            counts[r.action] = counts.get(r.action, 0) + 1
     parts = ", ".join(f"{n} {action}" for action, n in sorted(counts.items()))
     return f"{len(rows)} variants" + (f": {parts}" if parts else "")
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[PlanRow]) -> str:
     """The plan as a Markdown table (for a GitHub job summary)."""
     head = (
         "| variant | repo | parameters | kept experts, layer 0 | action |\n|---|---|---:|---|---|\n"
     )
     body = "".join(
-        f"| {r['variant']} | `{r['repo_id']}` | {units.count(r['total_params'])} "
-        f"({r['total_params']:,}) | {kept_text(r['kept_experts'])} | {r.get('action', '-')} |\n"
+        f"| {r.variant.id} | `{r.variant.repo_id}` | {units.count(r.variant.total_params)} "
+        f"({r.variant.total_params:,}) | {kept_text(r.kept_experts)} | {r.action or '-'} |\n"
         for r in rows
     )
-    if any("action" in r for r in rows):
-        todo = sum(1 for r in rows if r.get("action") != "no-op")
+    if any(r.action is not None for r in rows):
+        todo = sum(1 for r in rows if r.action != "no-op")
         title = f"{len(rows)} variants, {todo} need work"
     else:
         title = f"{len(rows)} variants (not compared with the Hub: plan --hub)"
@@ -241,18 +276,18 @@ def github_matrices(
     """
     ci = manifest.spec.ci
     rows = {
-        row["variant"]: row
+        row.variant.id: row
         for row in _rows_for_matrix(manifest, online, points)
-        if row.get("action", "create") not in ("no-op", "held")
+        if (row.action or "create") not in ("no-op", "held")
     }
     jobs: list[dict[str, Any]]
     if grouping is None:
         jobs = [
             {
-                "variant": row["variant"],
-                "repo_id": row["repo_id"],
-                "action": row.get("action", "create"),
-                "runner": ci.runners.get(row["domain"], ci.runner),
+                "variant": row.variant.id,
+                "repo_id": row.variant.repo_id,
+                "action": row.action or "create",
+                "runner": ci.runners.get(row.variant.domain, ci.runner),
             }
             for row in rows.values()
         ]
@@ -313,7 +348,7 @@ def job_disk(manifest: Manifest, grouping: Grouping) -> list[JobDisk]:
 
 def _rows_for_matrix(
     manifest: Manifest, online: bool, points: Mapping[str, QualityPoint] | None
-) -> list[dict[str, Any]]:
+) -> list[PlanRow]:
     if online or points:
         return plan_rows(manifest, online=online, points=points)
-    return [{"variant": v.id, "repo_id": v.repo_id, "domain": v.domain} for v in manifest.variants]
+    return [PlanRow(v, kept_experts=None) for v in manifest.variants]
