@@ -1,7 +1,7 @@
 """Dry run of a release on CI: jobs, bytes downloaded and peak disk per job, per grouping.
 
 Nothing is downloaded or built: sizes follow from the base config's tensor shapes (the
-descriptor's table; `bot.stats.checkpoint_bytes`), and a job holds the base plus at most
+descriptor's table; `bot.model_stats.checkpoint_bytes`), and a job holds the base plus at most
 one staged output at a time, as `hubbot publish` does. The baseline is one job per
 variant (`--group variant`), each fetching the whole base.
 
@@ -16,7 +16,7 @@ import argparse
 import statistics
 
 from bot.manifest import load_manifest
-from bot.planning import Grouping, job_disk
+from bot.overview import Grouping, job_disk
 
 
 def main() -> None:

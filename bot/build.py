@@ -25,12 +25,12 @@ from bot.card import write_card
 from bot.desired import desired_digests, digest, manifest_entry, release_info, template_path
 from bot.folders import check_disjoint, claim_destination, new_partial, replace_folder
 from bot.manifest import Manifest, Variant
+from bot.model_stats import model_stats
 from bot.provenance import Provenance, VariantRef, write_provenance
 from bot.prune import Origin, prune_checkpoint
 from bot.quality.release import evaluation_enabled, quality_record, release_quality
 from bot.quality.saved import current_record
 from bot.selection.select import select_experts
-from bot.stats import model_stats
 
 
 @dataclass(frozen=True)

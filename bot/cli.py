@@ -111,7 +111,7 @@ def plan(
     floor: measured by --eval, read from --quality, or from its published hubbot.json.
     """
     from bot.manifest import load_manifest
-    from bot.planning import action_counts, markdown_table, plan_rows, text_table
+    from bot.overview import action_counts, markdown_table, plan_rows, text_table
 
     loaded = load_manifest(manifest)
     points = _points(loaded, quality_file)
@@ -286,7 +286,7 @@ def matrix(
     Variants held by the quality floor (figures published or saved) are left out.
     """
     from bot.manifest import load_manifest
-    from bot.planning import Grouping, github_matrices
+    from bot.overview import Grouping, github_matrices
 
     grouping = Grouping.parse(group) if group is not None else None
     loaded = load_manifest(manifest)

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from bot import __version__
 from bot.errors import HubbotError, InputError
 from bot.families.hooks import chat_format
 from bot.generation import GenerationSpec
+from bot.inputs import read_config
 from bot.progress import steps
 from bot.provenance import ExampleRecord, ExampleRun
 
@@ -234,11 +234,7 @@ def generate_examples(
 
 
 def _is_mxfp4(model_dir: Path) -> bool:
-    path = Path(model_dir) / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read model config: {exc}") from None
+    config = read_config(Path(model_dir) / "config.json")
     return (config.get("quantization_config") or {}).get("quant_method") == "mxfp4"
 
 

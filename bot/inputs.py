@@ -109,3 +109,15 @@ def loads_json(raw: bytes | str, where: object, *, depth: int = MAX_JSON_DEPTH) 
 def read_json(path: Path, *, limit: int = MAX_JSON_BYTES) -> Any:
     """A regular JSON file of at most `limit` bytes, parsed with bounded nesting."""
     return loads_json(read_input_file(path, limit=limit), path)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A model's `config.json` as a dict; `InputError` naming the file if it is not one.
+
+    The one reader of model configs: the manifest's base snapshot, the pruner's source,
+    a staged folder's statistics and the example runner's MXFP4 check all read through it.
+    """
+    config = read_json(path, limit=MAX_CONFIG_BYTES)
+    if not isinstance(config, dict):
+        raise InputError(f"{path} is not a JSON object")
+    return config

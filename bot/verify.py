@@ -18,7 +18,7 @@ from typing import Any
 from bot.checkpoint import Checkpoint, open_checkpoint
 from bot.descriptors import descriptor_for
 from bot.errors import InputError
-from bot.inputs import MAX_CONFIG_BYTES, read_json
+from bot.inputs import read_config
 
 _FLOAT_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 
@@ -67,14 +67,6 @@ def expected_tensors(config: dict[str, Any], names: Any = ()) -> Expected:
         name: (shape, floating if dtype is None else dtype)
         for name, (shape, dtype) in descriptor.stored_shapes(config, layout).items()
     }
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """A `config.json` as a dict; `InputError` naming the file if it is not one."""
-    config = read_json(path, limit=MAX_CONFIG_BYTES)
-    if not isinstance(config, dict):
-        raise InputError(f"{path}: not a JSON object")
-    return config
 
 
 def float_dtype(config: dict[str, Any]) -> str:

@@ -100,7 +100,7 @@ _VARIANTS = {
 @pytest.mark.parametrize("config", list(_VARIANTS.values()), ids=list(_VARIANTS))
 def test_shape_table_and_counts_are_what_transformers_builds(config: dict) -> None:
     """The descriptor's arithmetic equals a meta-device GptOssForCausalLM: names, shapes, counts."""
-    from bot.stats import parameter_counts
+    from bot.model_stats import parameter_counts
 
     config = {k: v for k, v in config.items() if k != "quantization_config"}
     assert GPT_OSS.dequantized_shapes(config) == _meta_tensors(config)
@@ -115,7 +115,7 @@ def test_shape_table_and_counts_are_what_transformers_builds(config: dict) -> No
 def test_counting_parameters_imports_neither_torch_nor_transformers() -> None:
     config = Path(__file__).resolve().parents[1] / "manifests" / "gpt-oss-20b.config.json"
     code = (
-        "import sys, json; from bot.stats import parameter_counts; "
+        "import sys, json; from bot.model_stats import parameter_counts; "
         f"config = json.load(open({str(config)!r})); "
         "print(parameter_counts(config).total, "
         "sorted(m for m in ('torch', 'transformers') if m in sys.modules))"

@@ -13,7 +13,7 @@ import transformers
 from bot.descriptors import descriptor_for
 from bot.families.hooks import masked_routers
 from bot.fixtures.families import FAMILIES, write_family_model
-from bot.stats import model_stats, parameter_counts
+from bot.model_stats import model_stats, parameter_counts
 from tests.test_cli import run
 
 # kept experts: two of each routing group (experts 0..3, 4..7), so group-limited routing holds
@@ -391,7 +391,7 @@ def test_parameter_counts_equal_a_meta_device_count(model_type: str, change: dic
 
 
 def test_plan_rows_show_the_first_moe_layer_when_layer_0_is_dense() -> None:
-    from bot.planning import kept_text
+    from bot.overview import kept_text
 
     assert kept_text({"1": [0, 2, 5, 7], "2": [1, 2, 4, 5]}) == "layer 1: 0 2 5 7 (+1 layers)"
     assert kept_text({"0": [0, 2], "1": [1, 2]}) == "0 2 (+1 layers)"

@@ -9,7 +9,7 @@ import pytest
 
 from bot.errors import InputError
 from bot.manifest import load_manifest
-from bot.planning import Grouping, github_matrices, job_disk, job_groups
+from bot.overview import Grouping, github_matrices, job_disk, job_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = load_manifest(ROOT / "manifests" / "gpt-oss-20b.yaml")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import InputError
-from bot.stats import model_stats, parameter_counts
+from bot.model_stats import model_stats, parameter_counts
 
 CONFIG = Path(__file__).resolve().parents[1] / "manifests" / "gpt-oss-20b.config.json"
 
@@ -156,7 +156,7 @@ def test_config_disagreeing_with_tensors_is_refused(tmp_path: Path) -> None:
 
 def test_bf16_layout_and_plain_rope() -> None:
     from bot.checkpoint import TensorInfo
-    from bot.stats import attention_pattern, positional_encoding, storage_format
+    from bot.model_stats import attention_pattern, positional_encoding, storage_format
 
     plain = TensorInfo("a.weight", "BF16", (2, 2), Path("a.safetensors"), 8, 16)
     assert storage_format([plain]) == "BF16"

@@ -71,7 +71,7 @@ class PublishResult:
 
 
 @dataclass(frozen=True)
-class _Draft:
+class _PendingCommit:
     state: RemoteState
     changes: Changes
     action: Action
@@ -113,7 +113,7 @@ def publish_folder(
     calls = HubCaller.for_api(api, repo_id, policy)
     created = False
 
-    def draft() -> _Draft:
+    def draft() -> _PendingCommit:
         nonlocal created
         state = read_state(api, repo_id, calls)
         if not state.exists and not plan_only:
@@ -129,7 +129,7 @@ def publish_folder(
             deletions = stale_files(desired, state, published)
         changes = Changes(tuple(changed_files(desired, state)), tuple(deletions))
         action = Action.CREATE if created else classify(changes, state)
-        return _Draft(state, changes, action)
+        return _PendingCommit(state, changes, action)
 
     try:
         result = _commit(api, repo_id, calls, draft, message=message, plan_only=plan_only)
@@ -181,7 +181,7 @@ def regenerate_card(
     """
     calls = HubCaller.for_api(api, repo_id, policy)
 
-    def draft() -> _Draft:
+    def draft() -> _PendingCommit:
         state = read_state(api, repo_id, calls)
         if not state.exists:
             raise MissingProvenanceError(repo_id, "the repo does not exist")
@@ -198,7 +198,7 @@ def regenerate_card(
             tuple(changed_files(rendered, state)),
             tuple(sorted(deletions)) if delete_stale else (),
         )
-        return _Draft(state, changes, Action.NO_OP if changes.empty else Action.CARD_ONLY)
+        return _PendingCommit(state, changes, Action.NO_OP if changes.empty else Action.CARD_ONLY)
 
     try:
         return _commit(api, repo_id, calls, draft, message=message, plan_only=plan_only)
@@ -210,7 +210,7 @@ def _commit(
     api: HfApi,
     repo_id: str,
     calls: HubCaller,
-    draft: Callable[[], _Draft],
+    draft: Callable[[], _PendingCommit],
     *,
     message: str,
     plan_only: bool,
@@ -299,7 +299,7 @@ def _add_to_collections(
 
 def _result(
     repo_id: str,
-    plan: _Draft,
+    plan: _PendingCommit,
     calls: HubCaller,
     *,
     commit: str | None,

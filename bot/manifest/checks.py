@@ -21,12 +21,12 @@ from bot.checkpoint import INDEX_FILE
 from bot.descriptors import descriptor_for
 from bot.errors import InputError, Problem
 from bot.families.hooks import chat_format
-from bot.inputs import MAX_CONFIG_BYTES, loads_json, read_input_file
+from bot.inputs import read_config, read_input_file
 from bot.manifest.schema import NAME_FIELDS, ExpertCounts, ManifestSpec
 from bot.manifest.variants import expand_variants
+from bot.model_stats import parameter_counts
 from bot.quality.check import check_evaluation
 from bot.selection.check import check_statistics
-from bot.stats import parameter_counts
 from bot.yamlsrc import YamlDocument
 
 MAX_TEMPLATE_BYTES = 1024 * 1024
@@ -40,11 +40,9 @@ def read_base_config(
     if not config_path.exists():
         return None, [doc.problem(where, f"base config snapshot {config_path} does not exist")]
     try:
-        config = loads_json(read_input_file(config_path, limit=MAX_CONFIG_BYTES), config_path)
+        config = read_config(config_path)
     except InputError as exc:
         return None, [doc.problem(where, f"cannot read base config: {exc}")]
-    if not isinstance(config, dict):
-        return None, [doc.problem(where, f"{config_path} is not a JSON object")]
     try:
         descriptor = descriptor_for(config)
         missing = descriptor.missing_keys(config)

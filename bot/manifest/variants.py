@@ -19,8 +19,8 @@ from typing import Any
 from bot.base import fetch_manifest_base
 from bot.errors import InputError
 from bot.manifest.schema import DomainSpec, ManifestSpec
+from bot.model_stats import parameter_counts
 from bot.selection.select import DomainSelection, Selector
-from bot.stats import parameter_counts
 from bot.yamlsrc import YamlDocument
 
 

@@ -1,4 +1,7 @@
-"""Plan rows for people and CI: what each variant is, keeps and (online) needs.
+"""The release at a glance, for people and CI: a row per variant, and CI job matrices.
+
+`hubbot plan` and `hubbot matrix` read this module (it was `planning.py`; a "plan" is the
+per-repo decision of `bot.hub.plan`, which `--hub` rows show).
 
 Offline, a row says what the manifest makes of a variant (repo, parameters, kept experts
 where the statistics need no model run). Online (`--hub`), each row also says what the
@@ -20,10 +23,10 @@ from bot.base import endpoint_for
 from bot.descriptors import descriptor_for
 from bot.errors import InputError
 from bot.manifest import Manifest, Variant
+from bot.model_stats import checkpoint_bytes
 from bot.quality.gate import shortfall
 from bot.selection.select import select_experts
 from bot.selection.spec import CalibrationStatistics
-from bot.stats import checkpoint_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

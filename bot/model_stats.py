@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from bot.checkpoint import DTYPE_BYTES, TensorInfo, open_checkpoint
 from bot.descriptors import descriptor_for
 from bot.errors import InputError
+from bot.inputs import read_config
 from bot.provenance import ModelStats
 from bot.verify import float_dtype
 
@@ -186,14 +186,7 @@ def architecture(config: dict[str, Any]) -> dict[str, Any]:
 
 def _read_config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    except ValueError:
-        raise InputError(f"{path}: not valid JSON") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path}: not a JSON object")
+    config = read_config(path)
     try:
         missing = descriptor_for(config).missing_keys(config)
     except InputError as exc:
