@@ -213,7 +213,7 @@ def check_front_matter(text: str) -> dict[str, Any]:
     base = data.get("base_model")
     for field, values in (("base_model", [base]), ("datasets", data.get("datasets") or [])):
         for value in values if isinstance(values, list) else [values]:
-            if not _is_repo_id(value):
+            if not is_repo_id(value):
                 raise InputError(f"model card front matter: {field} {value!r} is not a repo id")
     return data
 
@@ -226,8 +226,9 @@ def fence(text: str, info: str = "") -> str:
     return f"{marker}{info}\n{body}{marker}"
 
 
-def _is_repo_id(value: object) -> bool:
-    if not isinstance(value, str) or value.count("/") != 1:
+def is_repo_id(value: object, *, owner: bool = True) -> bool:
+    """Whether the Hub accepts `value` as a repo id (`owner/name`; `name` alone if not `owner`)."""
+    if not isinstance(value, str) or (value.count("/") != 1 and (owner or "/" in value)):
         return False
     try:
         validate_repo_id(value)

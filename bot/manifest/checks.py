@@ -16,7 +16,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from bot.card import HUB_LICENSES, check_template
+from bot.card import HUB_LICENSES, check_template, is_repo_id
 from bot.checkpoint import INDEX_FILE
 from bot.descriptors import descriptor_for
 from bot.errors import InputError, Problem
@@ -102,7 +102,7 @@ def _check_template(path: Path, spec: ManifestSpec, doc: YamlDocument) -> list[P
 def _check_names(path: Path, spec: ManifestSpec, doc: YamlDocument) -> list[Problem]:
     """Repo ids, licence, endpoint, base folder and runner names: what the Hub would refuse."""
     problems = []
-    if not _is_repo_id(spec.base.repo, owner=False):
+    if not is_repo_id(spec.base.repo, owner=False):
         problems.append(
             doc.problem(("base", "repo"), f"{spec.base.repo!r} is not a Hub repo id (owner/name)")
         )
@@ -144,7 +144,7 @@ def _check_names(path: Path, spec: ManifestSpec, doc: YamlDocument) -> list[Prob
             doc.problem(("card", "license_link"), "license_link must be an http(s) URL")
         )
     for i, dataset in enumerate(card.datasets):
-        if not _is_repo_id(dataset, owner=True):
+        if not is_repo_id(dataset, owner=True):
             problems.append(
                 doc.problem(
                     ("card", "datasets", i), f"{dataset!r} is not a Hub dataset id (owner/name)"
@@ -168,20 +168,6 @@ def _check_names(path: Path, spec: ManifestSpec, doc: YamlDocument) -> list[Prob
 
 
 _LICENSE_NAME = re.compile(r"[a-z0-9][a-z0-9.-]*")
-
-
-def _is_repo_id(value: str, *, owner: bool) -> bool:
-    """Whether the Hub accepts `value` as a repo id (`owner/name`; `name` alone if not `owner`)."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    if value.count("/") != 1 and (owner or "/" in value):
-        return False
-    try:
-        validate_repo_id(value)
-    except HFValidationError:
-        return False
-    return True
 
 
 def _is_http_url(value: str) -> bool:
