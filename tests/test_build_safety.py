@@ -25,6 +25,7 @@ from bot.fixtures import write_tiny_model
 from bot.manifest import load_manifest
 from bot.provenance import read_provenance
 from bot.release import publish_release
+from tests.test_prune_safety import tree
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,14 +56,6 @@ def build(manifest: Path, out: Path) -> tuple[int, str]:
     )
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, result.output
-
-
-def tree(folder: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def hidden_siblings(out: Path) -> list[str]:

@@ -332,7 +332,10 @@ prune_checkpoint(Path({str(base["bf16"])!r}), Path({str(dst)!r}), {KEEP!r})
     assert not list(tmp_path.glob(".out.*"))
 
 
-def _rewrite_shard(folder: Path, shard: str, edit: dict[str, torch.Tensor | None]) -> None:
+def _rewrite_shard(
+    folder: Path, shard: str, edit: dict[str, torch.Tensor | None], *, index: bool = True
+) -> None:
+    """Replace (or, for None, delete) tensors of one shard; with `index`, the index follows."""
     tensors = load_file(folder / shard)
     for name, tensor in edit.items():
         if tensor is None:
@@ -340,14 +343,16 @@ def _rewrite_shard(folder: Path, shard: str, edit: dict[str, torch.Tensor | None
         else:
             tensors[name] = tensor
     save_file(tensors, str(folder / shard), metadata={"format": "pt"})
+    if not index:
+        return
     index_path = folder / "model.safetensors.index.json"
-    index = json.loads(index_path.read_text())
+    weight_map = json.loads(index_path.read_text())
     for name, tensor in edit.items():
         if tensor is None:
-            index["weight_map"].pop(name)
+            weight_map["weight_map"].pop(name)
         else:
-            index["weight_map"][name] = shard
-    index_path.write_text(json.dumps(index))
+            weight_map["weight_map"][name] = shard
+    index_path.write_text(json.dumps(weight_map))
 
 
 def _shard_of(folder: Path, tensor: str) -> str:

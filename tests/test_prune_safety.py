@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from safetensors.torch import load_file, save_file
 
 from bot.cli import cli
 from bot.fixtures import TinySpec, write_tiny_model
 from bot.meta import meta_model
 from bot.prune import prune_checkpoint
+from tests.test_prune import _rewrite_shard, _shard_of
 
 SPEC = TinySpec()  # 2 layers, 8 experts, top-2
 KEEP = {0: [6, 1, 3, 5], 1: [0, 2, 4, 7]}
@@ -302,29 +302,6 @@ def test_a_layer_key_has_one_spelling(base: dict[str, Path], tmp_path: Path, tex
     assert not (tmp_path / "dst").exists()
 
 
-def _edit(folder: Path, shard: str, edit: dict[str, torch.Tensor | None], *, index: bool) -> None:
-    tensors = load_file(folder / shard)
-    for name, tensor in edit.items():
-        if tensor is None:
-            del tensors[name]
-        else:
-            tensors[name] = tensor
-    save_file(tensors, str(folder / shard), metadata={"format": "pt"})
-    if index:
-        path = folder / "model.safetensors.index.json"
-        data = json.loads(path.read_text())
-        for name, tensor in edit.items():
-            if tensor is None:
-                data["weight_map"].pop(name)
-            else:
-                data["weight_map"][name] = shard
-        path.write_text(json.dumps(data))
-
-
-def _shard_of(folder: Path, tensor: str) -> str:
-    return json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"][tensor]
-
-
 NORM = "model.norm.weight"
 
 
@@ -332,25 +309,27 @@ def _unlisted_tensor(src: Path) -> tuple[str, str]:
     """A tensor in a shard that the index does not list."""
     shard = _shard_of(src, NORM)
     extra = "model.layers.0.mlp.extra_scale"
-    _edit(src, shard, {extra: torch.ones(4, dtype=torch.bfloat16)}, index=False)
+    _rewrite_shard(src, shard, {extra: torch.ones(4, dtype=torch.bfloat16)}, index=False)
     return shard, f"holds tensor {extra}, which model.safetensors.index.json does not list"
 
 
 def _missing_non_expert(src: Path) -> tuple[str, str]:
-    _edit(src, _shard_of(src, NORM), {NORM: None}, index=True)
+    _rewrite_shard(src, _shard_of(src, NORM), {NORM: None}, index=True)
     return "model.safetensors.index.json", f"lacks tensor {NORM}"
 
 
 def _unknown_per_expert(src: Path) -> tuple[str, str]:
     name = "model.layers.1.mlp.experts.3.gate_proj.weight"
     shard = _shard_of(src, "model.layers.1.mlp.experts.3.down_proj.weight")
-    _edit(src, shard, {name: torch.zeros(8, 8, dtype=torch.bfloat16)}, index=True)
+    _rewrite_shard(src, shard, {name: torch.zeros(8, 8, dtype=torch.bfloat16)}, index=True)
     return shard, "is not one the model of config.json has"
 
 
 def _f16_instead_of_bf16(src: Path) -> tuple[str, str]:
     shard = _shard_of(src, NORM)
-    _edit(src, shard, {NORM: torch.ones(SPEC.hidden_size, dtype=torch.float16)}, index=True)
+    _rewrite_shard(
+        src, shard, {NORM: torch.ones(SPEC.hidden_size, dtype=torch.float16)}, index=True
+    )
     return shard, f"tensor {NORM} is F16, expected BF16"
 
 
