@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -157,3 +158,11 @@ def test_a_calibration_domain_selects_and_saves_through_the_manifest(
 
 def _text_only() -> datasets.Features:
     return datasets.Features({"text": datasets.Value("string")})
+
+
+def test_a_text_file_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.txt")  # no writer: reading it would hang
+    for name, kind in (("pipe.txt", "a named pipe"), ("/dev/zero", "a character device")):
+        spec = CalibrationStatistics(source="calibration", files=[name])
+        with pytest.raises(InputError, match=rf"calibration file .*{kind}, not a regular file"):
+            calibration_texts(spec, tmp_path)

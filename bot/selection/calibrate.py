@@ -26,9 +26,13 @@ import torch
 from bot.descriptors import descriptor_for
 from bot.errors import HubbotError, InputError
 from bot.families.hooks import router_choice
+from bot.inputs import UnreadableFile, read_input_file
 from bot.progress import steps
 from bot.selection.spec import CalibrationStatistics, DatasetTexts
 from bot.selection.statistics import ExpertStatistics, make_statistics
+
+MAX_TEXT_BYTES = 1024 * 1024 * 1024
+"""Largest calibration or evaluation text file read (regular files only: no pipe or device)."""
 
 
 def calibration_texts(spec: CalibrationStatistics, base_dir: Path) -> list[str]:
@@ -48,11 +52,13 @@ def source_texts(
     texts = list(prompts)
     for name in files:
         path = base_dir / name
+        if not path.exists():
+            raise InputError(f"{what} file {path} does not exist")
         try:
-            texts.append(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{what} file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
+            texts.append(read_input_file(path, limit=MAX_TEXT_BYTES).decode("utf-8"))
+        except UnreadableFile as exc:
+            raise InputError(f"{what} file {path} {exc.reason}") from None
+        except UnicodeDecodeError as exc:
             raise InputError(f"{what} file {path}: cannot read as UTF-8: {exc}") from None
     if dataset is not None:
         texts += dataset_texts(dataset, base_dir)
