@@ -9,13 +9,20 @@ model, router masks), as `hubbot eval` does.
 
 Printed (and written to --out as JSON): wall time of the whole release, scored tokens per
 second (a variant's token counts once per variant) and model tokens per second (base
-passes included); as the baseline, measured in the same run, the median time of a bare
-forward pass over one batch (no masks, no metrics), and the ratio of the release's
-model-token rate to it; whether a repeated evaluation of two variants gives the same
-figures bit for bit; peak GPU memory.
+passes included); each domain's time (29 variants on 2 sets: the same work 8 times) and
+their median; as the baseline, measured in the same run, the median time of a bare
+forward pass over one batch on the model's loaded attention (no masks, no metrics), and
+the ratio of the release's model-token rate to it; whether a repeated evaluation of two
+variants gives the same figures bit for bit; peak GPU memory.
+
+Window length and batch size default to the manifest's (`EvaluationSpec`). The model runs
+the attention `hubbot eval` gives it (`evaluation_attention`: flex attention on CUDA for
+gpt-oss); `--attention eager` keeps the loaded one. Timing per domain runs the general
+set's base pass once per domain, 7 more passes than one `hubbot eval` call (~1%).
 
 Usage:
-    python benchmarks/eval_throughput.py [--tokens 32768] [--general-tokens 32768] [--out r.json]
+    python benchmarks/eval_throughput.py [--tokens 32768] [--general-tokens 32768]
+        [--attention auto|eager] [--out r.json]
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ import argparse
 import json
 import statistics
 import time
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import torch
 
 from bot.descriptors import descriptor_for
-from bot.quality.evaluate import evaluate_variants
+from bot.quality.evaluate import evaluate_variants, evaluation_attention
+from bot.quality.spec import EvaluationSpec
 from bot.quality.texts import EvalSet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +79,10 @@ def main() -> None:
     parser.add_argument("--max", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=32768, help="scored tokens per domain")
     parser.add_argument("--general-tokens", type=int, default=32768)
-    parser.add_argument("--sequence-length", type=int, default=1024)
-    parser.add_argument("--batch-size", type=int, default=8)
+    defaults = EvaluationSpec()
+    parser.add_argument("--sequence-length", type=int, default=defaults.sequence_length)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--attention", choices=["auto", "eager"], default="auto")
     parser.add_argument("--experts-implementation", default=None)
     parser.add_argument("--device", default="cuda")
     parser.add_argument(
@@ -112,12 +123,22 @@ def main() -> None:
             names = [f"d{d}", "general"] if general else [f"d{d}"]
             variants[f"d{d}-{n}"] = (keep, names)
 
-    # Baseline: a bare forward pass over one full batch, median of five after a warm-up.
+    auto = args.attention == "auto"
+    attention = evaluation_attention(model, sets, batch) if auto else nullcontext("eager")
+    stack = ExitStack()
+    attention_name = stack.enter_context(attention)
+    # Baseline: a bare forward pass over one full batch, median of five after a warm-up
+    # (the warm-up also compiles flex attention's kernels, so the release is not charged).
     full = [list(w) for w in sets[0].windows if len(w) == length][:batch]
     ids = torch.tensor(full, device=args.device)
-    print(f"model built in {build_s:.1f} s", flush=True)
+    print(f"model built in {build_s:.1f} s; attention {attention_name}", flush=True)
     times = []
     with torch.inference_mode():
+        sync()
+        t = time.perf_counter()
+        model(input_ids=ids, use_cache=False)
+        sync()
+        first_s = time.perf_counter() - t
         for i in range(6):
             sync()
             t = time.perf_counter()
@@ -143,6 +164,7 @@ def main() -> None:
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
         "experts_implementation": getattr(config, "_experts_implementation", None),
+        "attention": attention_name,
         "variants": len(variants),
         "domains": args.domains,
         "tokens_per_domain": args.tokens,
@@ -150,6 +172,7 @@ def main() -> None:
         "sequence_length": length,
         "batch_size": batch,
         "model_build_s": round(build_s, 1),
+        "first_forward_s": round(first_s, 1),
         "baseline_forward_s": round(forward_s, 4),
         "baseline_forward_tokens_per_s": round(forward_rate),
         "deterministic": deterministic,
@@ -177,6 +200,7 @@ def main() -> None:
             {
                 "variants_done": len(figures),
                 "wall_s": round(wall, 1),
+                "median_domain_s": round(statistics.median(result["per_domain_s"]), 1),
                 "scored_tokens": scored,
                 "scored_tokens_per_s": round(scored / wall),
                 "model_tokens": model_tokens,
@@ -195,6 +219,7 @@ def main() -> None:
         for v in ("d0-4", "d0-16", f"d0-{args.max}")
         if v in figures
     }
+    stack.close()
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -149,6 +149,7 @@ class Quality(_Record):
     method: str = "router-mask"
     device: str
     dtype: str
+    attention: str | None = Field(default=None, description="the attention kernels it ran")
     versions: dict[str, str]
     tokens: int = Field(description="token budget per text set")
     sequence_length: int

@@ -104,3 +104,18 @@ def test_the_token_budget_cuts_windows_text_by_text(folder: Path) -> None:
     assert list(whole) == list(full.windows[: len(whole)])
     assert full.windows[len(whole)][: len(last)] == last
     assert cut.text_digest == full.text_digest and cut.tokens_digest != full.tokens_digest
+
+
+def test_a_batch_padded_to_a_fixed_width_scores_the_same(base: torch.nn.Module, text) -> None:
+    """Flex attention runs every batch at one width: columns of padding added to a batch
+    leave each scored position's log-probabilities and targets as they were."""
+    from bot.quality.evaluate import _Batch
+
+    windows = text.windows[:2]
+    plain = _Batch(windows, torch.device("cpu"))
+    padded = _Batch(windows, torch.device("cpu"), 128)
+    assert padded.ids.shape == (2, 128) and padded.count == plain.count
+    assert torch.equal(padded.targets, plain.targets)
+    with torch.inference_mode():
+        a, b = plain.log_probs(base), padded.log_probs(base)
+    assert torch.allclose(a, b, atol=1e-5)

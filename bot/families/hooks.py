@@ -124,20 +124,27 @@ class RouterMasks:
             if allowed is None:
                 return None  # unmasked: the router's own output
             logits = output[0]
-            return route(self.kind, module, logits, allowed.to(logits.device))
+            if allowed.device != logits.device:  # once per variant: no copy in every pass
+                allowed = self._allowed[layer] = allowed.to(logits.device)
+            return route(self.kind, module, logits, allowed)
 
         return hook
 
     def apply(self, keep: Mapping[int, Sequence[int]] | None) -> None:
         """Route as the variant keeping `keep` (MoE layer -> experts) would; None: the base."""
+        self.use(None if keep is None else self.prepared(keep))
+
+    def prepared(
+        self, keep: Mapping[int, Sequence[int]], device: Any = None
+    ) -> dict[int, torch.Tensor]:
+        """`keep` checked and made into each MoE layer's mask of choosable experts, on
+        `device`: made once, `use`d for every pass of the variant."""
         import torch
 
-        self._allowed = {}
-        if keep is None:
-            return
         missing = [layer for layer in self.layers if layer not in keep]
         if missing:
             raise InputError(f"keep list: no experts for MoE layer {missing[0]}")
+        masks = {}
         for layer in self.layers:
             kept = sorted({int(e) for e in keep[layer]})
             if len(kept) < self.top_k or kept[0] < 0 or kept[-1] >= self.num_experts:
@@ -147,7 +154,12 @@ class RouterMasks:
                 )
             allowed = torch.zeros(self.num_experts, dtype=torch.bool)
             allowed[kept] = True
-            self._allowed[layer] = allowed
+            masks[layer] = allowed.to(device) if device is not None else allowed
+        return masks
+
+    def use(self, masks: Mapping[int, torch.Tensor] | None) -> None:
+        """Route by masks from `prepared` (None: the base, every expert)."""
+        self._allowed = dict(masks) if masks else {}
 
     def remove(self) -> None:
         """Take the hooks off the model."""

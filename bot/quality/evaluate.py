@@ -15,7 +15,13 @@ Per text set and variant, over every scored next-token position:
 - `perplexity`, `base_perplexity`: exp of the mean negative log-likelihood of the actual
   next token under the variant and under the base.
 
-Sums are kept in float64; the log-softmax runs in float32 whatever the model's dtype.
+Sums are kept in float64, on the model's device until the end (the loop never waits for the
+device); the log-softmax runs in float32 whatever the model's dtype; per position, the KL
+is one dot product of the base's probabilities with the difference of log-probabilities.
+
+On CUDA, `evaluation_attention` runs a model whose attention is the eager kind on flex
+attention where the model supports it (gpt-oss: eager attention materialises every
+window's score matrix; flex computes the same softmax, sinks included, in fused kernels).
 
 Example:
     >>> keep = {0: [1, 3, 5, 6], 1: [0, 2, 4, 7]}        # layer -> kept experts
@@ -63,12 +69,16 @@ class RouterMask:
     def __init__(self, model: torch.nn.Module) -> None:
         self._masks = RouterMasks(model)
 
-    def apply(self, keep: Keep | None) -> None:
-        """Route as the variant keeping `keep` would (None: the base, every expert)."""
-        self._masks.apply(keep)
+    def prepared(self, keep: Keep, device: torch.device) -> Any:
+        """The masks of the variant keeping `keep`, made once on `device`, for `use`."""
+        return self._masks.prepared(keep, device)
+
+    def use(self, masks: Any) -> None:
+        """Route by `prepared` masks (None: the base, every expert)."""
+        self._masks.use(masks)
 
     def restore(self) -> None:
-        self.apply(None)
+        self.use(None)
 
     @contextmanager
     def restored_after(self) -> Iterator[RouterMask]:
@@ -80,17 +90,24 @@ class RouterMask:
 
 
 class _Sums:
-    def __init__(self) -> None:
-        self.kl = self.agree = self.nll = self.base_nll = 0.0
+    """Running sums of one variant on one set, kept on the model's device as float64 so
+    that the loop never waits for the device to read them back."""
+
+    def __init__(self, device: torch.device) -> None:
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        self.kl, self.agree, self.nll, self.base_nll = (zero.clone() for _ in range(4))
         self.tokens = 0
 
     def figures(self) -> Figures:
         n = max(self.tokens, 1)
+        kl, agree, nll, base_nll = (
+            float(t) for t in (self.kl, self.agree, self.nll, self.base_nll)
+        )
         return Figures(
-            kl=self.kl / n,
-            top1=self.agree / n,
-            perplexity=math.exp(self.nll / n),
-            base_perplexity=math.exp(self.base_nll / n),
+            kl=kl / n,
+            top1=agree / n,
+            perplexity=math.exp(nll / n),
+            base_perplexity=math.exp(base_nll / n),
             tokens=self.tokens,
         )
 
@@ -110,21 +127,74 @@ def evaluate_variants(
     inputs on the same device give the same figures.
     """
     masks = RouterMask(model)
+    device = next(model.parameters()).device
 
     def routed(keep: Keep) -> Any:
+        prepared = masks.prepared(keep, device)
+
         def setup() -> torch.nn.Module:
-            masks.apply(keep)
+            masks.use(prepared)
             return model
 
         return setup
 
     def base() -> torch.nn.Module:
-        masks.apply(None)
+        masks.use(None)
         return model
 
     runs = {vid: (names, routed(keep)) for vid, (keep, names) in variants.items()}
     with masks.restored_after():
         return _measure(model, base, sets, runs, batch_size=batch_size, progress=progress)
+
+
+@contextmanager
+def evaluation_attention(
+    model: torch.nn.Module, sets: Sequence[EvalSet], batch_size: int
+) -> Iterator[str]:
+    """Within the block, `model` runs its fastest exact attention for evaluating `sets`;
+    yields the name of the attention it runs (recorded with the figures).
+
+    On CUDA with triton present, a model on eager attention that supports flex attention is
+    switched to it, and back afterwards. Flex attention's kernels are compiled per batch
+    shape: `evaluate_variants` pads every batch to one width (`_flex_width`), so that only a
+    set's last, shorter batch adds a shape; a first full batch here compiles them, and
+    where that fails the model stays on eager.
+    """
+    import importlib.util
+
+    current = str(getattr(model.config, "_attn_implementation", None) or "eager")
+    device = next(model.parameters()).device
+    flex = (
+        device.type == "cuda"
+        and current == "eager"
+        and bool(getattr(model, "_supports_flex_attn", False))
+        and importlib.util.find_spec("triton") is not None
+        and any(s.windows for s in sets)
+    )
+    if not flex:
+        yield current
+        return
+    model.set_attn_implementation("flex_attention")
+    try:
+        with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+            try:
+                with torch.inference_mode():
+                    ids = torch.zeros((batch_size, _flex_width(sets)), dtype=torch.long)
+                    model(input_ids=ids.to(device), use_cache=False)
+            except Exception:  # no kernel for this GPU or shape: eager computes the same
+                model.set_attn_implementation(current)
+                yield current
+                return
+            yield "flex_attention"
+    finally:
+        model.set_attn_implementation(current)
+
+
+def _flex_width(sets: Sequence[EvalSet]) -> int:
+    """The one batch width of a flex-attention run: the longest window, rounded up to flex
+    attention's block of 128 tokens."""
+    longest = max((len(w) for s in sets for w in s.windows), default=1)
+    return -(-longest // 128) * 128
 
 
 def evaluate_checkpoint(
@@ -157,10 +227,12 @@ def _measure(
         if unknown:
             raise InputError(f"variant {vid!r}: no evaluation text {unknown[0]!r}")
     users = {s.name: [v for v, (names, _) in runs.items() if s.name in names] for s in sets}
-    sums = {v: {n: _Sums() for n in names} for v, (names, _) in runs.items()}
     device = next(model.parameters()).device
+    sums = {v: {n: _Sums(device) for n in names} for v, (names, _) in runs.items()}
     total = sum(s.tokens * (1 + len(users[s.name])) for s in sets if users[s.name])
     bar = steps(f"evaluating {len(runs)} variant(s)", total=total, unit="tokens", enabled=progress)
+    flex = getattr(model.config, "_attn_implementation", None) == "flex_attention"
+    width = _flex_width(sets) if flex else None
     was_training = model.training
     model.eval()
     try:
@@ -169,49 +241,62 @@ def _measure(
                 if not users[text_set.name]:
                     continue
                 for start in range(0, len(text_set.windows), batch_size):
-                    batch = text_set.windows[start : start + batch_size]
-                    ids, attention, valid = _pad(batch, device)
-                    targets = ids[:, 1:][valid]
-                    reference = _log_probs(base(), ids, attention, valid)
-                    base_nll = float(-reference.gather(-1, targets[:, None]).double().sum())
+                    batch = _Batch(text_set.windows[start : start + batch_size], device, width)
+                    reference = batch.log_probs(base())
+                    base_nll = -batch.target_log_probs(reference).double().sum()
                     base_top = reference.argmax(-1)
                     base_p = reference.exp()
-                    count = int(targets.numel())
-                    advance(count)
+                    advance(batch.count)
                     for vid in users[text_set.name]:
-                        lp = _log_probs(runs[vid][1](), ids, attention, valid)
+                        lp = batch.log_probs(runs[vid][1]())
                         acc = sums[vid][text_set.name]
-                        acc.kl += float((base_p * (reference - lp)).sum(-1).double().sum())
-                        acc.agree += float((lp.argmax(-1) == base_top).sum())
-                        acc.nll += float(-lp.gather(-1, targets[:, None]).double().sum())
+                        acc.kl += _row_dot(base_p, reference - lp).double().sum()
+                        acc.agree += (lp.argmax(-1) == base_top).double().sum()
+                        acc.nll -= batch.target_log_probs(lp).double().sum()
                         acc.base_nll += base_nll
-                        acc.tokens += count
-                        advance(count)
+                        acc.tokens += batch.count
+                        advance(batch.count)
     finally:
         model.train(was_training)
     return {v: {n: s.figures() for n, s in per.items()} for v, per in sums.items()}
 
 
-def _log_probs(
-    model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, valid: torch.Tensor
-) -> torch.Tensor:
-    """float32 log-probabilities of the next token at every scored position: [N, vocab]."""
-    logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits
-    return torch.log_softmax(logits[:, :-1][valid].float(), dim=-1)
+class _Batch:
+    """Windows right-padded into one batch on `device` (to `width` if given), with the
+    positions that predict a real next token (flat indices, so that selecting them needs no
+    device sync)."""
+
+    def __init__(
+        self, windows: Sequence[Sequence[int]], device: torch.device, width: int | None = None
+    ) -> None:
+        width = width or max(len(w) for w in windows)
+        ids = torch.zeros((len(windows), width), dtype=torch.long)
+        attention = torch.zeros((len(windows), width), dtype=torch.long)
+        for row, window in enumerate(windows):
+            ids[row, : len(window)] = torch.tensor(window, dtype=torch.long)
+            attention[row, : len(window)] = 1
+        scored = attention[:, 1:].bool()
+        rows, columns = scored.nonzero(as_tuple=True)
+        positions = rows * width + columns
+        self.count = int(positions.numel())
+        self.ids, self.attention = ids.to(device), attention.to(device)
+        self.positions = positions.to(device)
+        self.targets = ids.view(-1)[positions + 1].to(device)
+
+    def log_probs(self, model: torch.nn.Module) -> torch.Tensor:
+        """float32 log-probabilities of the next token at every scored position: [N, vocab]."""
+        logits = model(input_ids=self.ids, attention_mask=self.attention, use_cache=False).logits
+        flat = logits.reshape(-1, logits.shape[-1]).index_select(0, self.positions)
+        return torch.log_softmax(flat, dim=-1, dtype=torch.float32)
+
+    def target_log_probs(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """The log-probability of each actual next token: [N]."""
+        return log_probs.gather(-1, self.targets[:, None]).squeeze(-1)
 
 
-def _pad(
-    batch: Sequence[Sequence[int]], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ids, attention mask, and which of positions 0..L-2 predict a real token."""
-    width = max(len(w) for w in batch)
-    ids = torch.zeros((len(batch), width), dtype=torch.long)
-    attention = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, window in enumerate(batch):
-        ids[row, : len(window)] = torch.tensor(window, dtype=torch.long)
-        attention[row, : len(window)] = 1
-    valid = attention[:, 1:].bool()
-    return ids.to(device), attention.to(device), valid.to(device)
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per row, the sum of `a * b` ([N, V] -> [N]), without an [N, V] product in memory."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
 @contextmanager

@@ -62,6 +62,7 @@ class ReleaseQuality:
 
     device: str
     dtype: str
+    attention: str
     versions: dict[str, str]
     settings: EvaluationSpec
     sets: dict[str, EvalSet]
@@ -109,7 +110,7 @@ def evaluate_release(
 ) -> ReleaseQuality:
     """Measure the chosen variants (every one by default) against the base model."""
     from bot.examples import _versions, load_model
-    from bot.quality.evaluate import evaluate_variants
+    from bot.quality.evaluate import evaluate_variants, evaluation_attention
 
     if not evaluation_enabled(manifest):
         raise InputError(
@@ -128,16 +129,18 @@ def evaluate_release(
         for v in variants
     }
     runs = {vid: run for vid, run in runs.items() if run[1]}
-    figures = evaluate_variants(
-        loaded.model,
-        list(sets.values()),
-        runs,
-        batch_size=config.batch_size,
-        progress=progress,
-    )
+    with evaluation_attention(loaded.model, list(sets.values()), config.batch_size) as attention:
+        figures = evaluate_variants(
+            loaded.model,
+            list(sets.values()),
+            runs,
+            batch_size=config.batch_size,
+            progress=progress,
+        )
     return ReleaseQuality(
         device=loaded.device,
         dtype=str(loaded.dtype).removeprefix("torch."),
+        attention=attention,
         versions=_versions(),
         settings=config,
         sets=sets,
@@ -172,6 +175,7 @@ def release_record(manifest: Manifest, quality: ReleaseQuality) -> Quality:
     return Quality(
         device=quality.device,
         dtype=quality.dtype,
+        attention=quality.attention,
         versions=quality.versions,
         tokens=quality.settings.tokens,
         sequence_length=quality.settings.sequence_length,

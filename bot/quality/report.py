@@ -28,6 +28,7 @@ def quality_json(manifest: Manifest, quality: ReleaseQuality) -> dict[str, Any]:
     return {
         "device": quality.device,
         "dtype": quality.dtype,
+        "attention": quality.attention,
         "versions": quality.versions,
         "settings": quality.settings.model_dump(mode="json", exclude={"general"}),
         "floor": floor.model_dump(mode="json") if floor else None,
@@ -50,7 +51,7 @@ def quality_table(manifest: Manifest, quality: ReleaseQuality) -> Table:
     floor = manifest.spec.quality
     table = Table(
         title=f"{manifest.path.name}: {len(quality.variants)} variants against the base "
-        f"model, on {quality.device} ({quality.dtype})",
+        f"model, on {quality.device} ({quality.dtype}, {quality.attention} attention)",
         caption="KL: mean KL(base || variant), nats/token; top-1: agreement with the base's "
         "first choice; ppl: perplexity. Closeness to the base, not task accuracy.",
     )
