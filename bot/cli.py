@@ -231,9 +231,20 @@ def publish(
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--regen", is_flag=True, required=True, help="Re-render from hubbot.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcomes as JSON.")
+@click.option(
+    "--quality",
+    "quality_file",
+    type=click.Path(path_type=Path),
+    help="Figures saved by `hubbot eval --save`: family tables behind them are updated.",
+)
 @_errors_to_exit_codes
-def cards(manifest: Path, regen: bool, as_json: bool) -> None:
-    """Nightly: re-render every published card; commit only where it changed."""
+def cards(manifest: Path, regen: bool, as_json: bool, quality_file: Path | None) -> None:
+    """Nightly: re-render every published card; commit only where it changed.
+
+    Nothing is measured: each card is rendered from its hubbot.json, and with --quality
+    from the saved figures where its family table (every count of its domain) is behind
+    them. A variant held by the quality floor and never published is reported as held.
+    """
     from bot.base import endpoint_for
     from bot.hub.publish import connect
     from bot.manifest import load_manifest
@@ -241,7 +252,10 @@ def cards(manifest: Path, regen: bool, as_json: bool) -> None:
 
     loaded = load_manifest(manifest)
     outcomes = regenerate_cards(
-        loaded, connect(endpoint_for(loaded)), on_outcome=None if as_json else _echo_outcome
+        loaded,
+        connect(endpoint_for(loaded)),
+        saved_quality=quality_file,
+        on_outcome=None if as_json else _echo_outcome,
     )
     _finish(outcomes, as_json)
 

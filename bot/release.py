@@ -29,6 +29,7 @@ from bot.errors import HubbotError
 from bot.folders import scratch_folder
 from bot.hub.plan import Action, Plan, plan_variant
 from bot.hub.publish import (
+    MissingProvenanceError,
     PublishResult,
     ensure_collections,
     publish_folder,
@@ -37,13 +38,13 @@ from bot.hub.publish import (
 from bot.manifest import Manifest, Variant
 from bot.provenance import Digests, Provenance
 from bot.quality.gate import shortfall
-from bot.quality.saved import current_points
+from bot.quality.saved import current_points, current_record, family_change
 from bot.selection.select import select_experts
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from bot.provenance import QualityPoint
+    from bot.provenance import Quality, QualityPoint
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,10 @@ def plan_release(
     published `hubbot.json` while its weights are current, else on `points` (current
     figures by variant id, measured by `hubbot eval`) where given; a variant not measured
     yet is judged when it is built.
+
+    A published card whose family table lacks a count of its domain (or lists one the
+    manifest no longer has) needs a `card-only` update when `points` cover the domain;
+    without them the row stays `no-op` and its reason says so (nothing is measured here).
     """
     rows = []
     for variant in _chosen(manifest, variant_ids):
@@ -95,8 +100,23 @@ def plan_release(
         if held:
             rows.append(VariantPlan(variant, Action.HELD, held))
         else:
-            rows.append(VariantPlan(variant, plan.action, plan.reason))
+            rows.append(_with_family(manifest, variant, plan, points))
     return rows
+
+
+def _with_family(
+    manifest: Manifest, variant: Variant, plan: Plan, points: Mapping[str, QualityPoint] | None
+) -> VariantPlan:
+    """The plan's row, a card update added where the card's family table is behind."""
+    change = None
+    if plan.action in (Action.NO_OP, Action.CARD_ONLY) and plan.record is not None:
+        change = family_change(plan.record.quality, manifest, variant, points)
+    if change is None:
+        return VariantPlan(variant, plan.action, plan.reason)
+    reason = f"{plan.reason}; {change.reason}"
+    if change.measured:
+        return VariantPlan(variant, Action.CARD_ONLY, reason)
+    return VariantPlan(variant, plan.action, reason)
 
 
 def _held(
@@ -153,6 +173,7 @@ def publish_release(
     base: Path | None = None
     with scratch_folder(workdir, "hubbot-build") as scratch:  # a killed run's is removed next time
         points = current_points(saved_quality, manifest) if saved_quality else None
+        figures = current_record(saved_quality, manifest) if saved_quality else None
         for row in plan_release(manifest, api, variant_ids, points=points):
             try:
                 if dry_run:
@@ -169,7 +190,7 @@ def publish_release(
                         )
                     outcome = Outcome(row.variant, row.action, None)
                 elif row.action == Action.CARD_ONLY:
-                    result = refresh_card(manifest, api, row.variant)
+                    result = refresh_card(manifest, api, row.variant, figures=figures)
                     outcome = Outcome(row.variant, row.action, result)
                 else:
                     base = base or fetch_manifest_base(manifest)
@@ -235,12 +256,21 @@ def card_files(manifest: Manifest, variant: Variant, record: Provenance) -> dict
     return files
 
 
-def refresh_card(manifest: Manifest, api: HfApi, variant: Variant) -> PublishResult:
-    """Re-render one published card from its `hubbot.json`; commit only what changed."""
+def refresh_card(
+    manifest: Manifest, api: HfApi, variant: Variant, *, figures: Quality | None = None
+) -> PublishResult:
+    """Re-render one published card from its `hubbot.json`; commit only what changed.
+
+    `figures` (saved by `hubbot eval --save`, cut to current ones) replace the record's
+    when its family table is behind them and they hold this variant's current figures:
+    the card then shows the whole family of one run again.
+    """
 
     def render(record: Provenance) -> dict[str, bytes]:
         if record.digests is None:
             raise HubbotError(f"{variant.repo_id}: hubbot.json has no digests")
+        if figures is not None and _takes_figures(manifest, variant, record, figures):
+            record = record.model_copy(update={"quality": figures})
         return card_files(manifest, variant, record)
 
     return regenerate_card(
@@ -248,18 +278,46 @@ def refresh_card(manifest: Manifest, api: HfApi, variant: Variant) -> PublishRes
     )
 
 
+def _takes_figures(
+    manifest: Manifest, variant: Variant, record: Provenance, figures: Quality
+) -> bool:
+    """Whether `record`'s card should show `figures` instead of its own: same weights, and
+    a family table that `figures` bring up to date."""
+    points = {p.variant: p for p in figures.family}
+    change = family_change(record.quality, manifest, variant, points)
+    if change is None or not change.measured or record.digests is None:
+        return False
+    selection = select_experts(manifest, variant)
+    return record.digests.weights == desired_digests(manifest, variant, selection).weights
+
+
 def regenerate_cards(
     manifest: Manifest,
     api: HfApi,
     *,
+    saved_quality: Path | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
-    """Nightly: re-render every published card; a broken repo is reported and skipped."""
+    """Nightly: re-render every published card; a broken repo is reported and skipped.
+
+    With `saved_quality` (`hubbot eval --save`), family tables behind the saved figures
+    are brought up to date, and a variant the quality floor holds back that has no repo is
+    reported `held` rather than failed; without it, each card is rendered from its
+    `hubbot.json` alone and nothing is measured.
+    """
+    figures = current_record(saved_quality, manifest) if saved_quality else None
+    points = current_points(saved_quality, manifest) if saved_quality else {}
     outcomes = []
     for variant in manifest.variants:
         try:
-            result = refresh_card(manifest, api, variant)
+            result = refresh_card(manifest, api, variant, figures=figures)
             outcome = Outcome(variant, result.action, result)
+        except MissingProvenanceError as exc:
+            held = shortfall(points.get(variant.id), manifest.spec.quality)
+            if held:
+                outcome = Outcome(variant, Action.HELD, None, reason=f"{held}: not published")
+            else:
+                outcome = Outcome(variant, Action.CARD_ONLY, None, error=str(exc))
         except HubbotError as exc:
             outcome = Outcome(variant, Action.CARD_ONLY, None, error=str(exc))
         outcomes.append(outcome)

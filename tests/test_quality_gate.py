@@ -95,3 +95,15 @@ def test_variants_below_the_floor_are_held_and_never_deleted(
     for vid in published:
         assert rows[vid]["error"] is None and rows[vid]["commit"] is None, rows[vid]
     assert "quality.png" in hub_api.list_repo_files(repo_id)
+
+    # Nightly with the saved figures: the held variants, never published, are reported
+    # as held with their figure, not as failures; the published cards stay as they are.
+    args = ["cards", str(path), "--regen", "--json", "--quality", str(saved)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    rows = {row["variant"]: row for row in json.loads(result.stdout)}
+    for vid in held:
+        assert rows[vid]["action"] == "held" and rows[vid]["error"] is None, rows[vid]
+        assert f"KL {kl[vid]:.3f} > max_kl" in rows[vid]["reason"]
+    for vid in published:
+        assert rows[vid]["error"] is None and rows[vid]["commit"] is None, rows[vid]
