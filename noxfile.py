@@ -4,10 +4,11 @@ nox -s tests                       # the whole test suite
 nox -s lint                        # ruff
 nox -s demo                        # build and publish the demo release to a local Hub
 nox -s plan -- manifests/gpt-oss-20b.yaml
+nox -s eval -- manifests/demo.yaml --save quality.json   # figures for --quality below
 nox -s matrix -- manifests/gpt-oss-20b.yaml --group domain   # CI jobs of one domain each
 nox -s publish -- manifests/gpt-oss-20b.yaml --variant science-16
 nox -s publish -- manifests/gpt-oss-20b.yaml --variant science-4,science-5   # one job
-nox -s cards -- manifests/gpt-oss-20b.yaml
+nox -s cards -- manifests/gpt-oss-20b.yaml [--quality quality.json]
 """
 
 from __future__ import annotations
@@ -92,6 +93,16 @@ def plan(session: nox.Session) -> None:
     session.run("hubbot", "plan", *session.posargs)
 
 
+@nox.session(python=PYTHON, name="eval")
+def evaluate(session: nox.Session) -> None:
+    """Measure every variant against the base model, saving the figures for --quality.
+
+    nox -s eval -- MANIFEST --save quality.json [--device cuda]
+    """
+    _install(session)
+    session.run("hubbot", "eval", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def matrix(session: nox.Session) -> None:
     """GitHub Actions matrix of the variants that need work.
@@ -115,7 +126,7 @@ def publish(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def cards(session: nox.Session) -> None:
-    """Re-render every published card: nox -s cards -- MANIFEST."""
+    """Re-render every published card: nox -s cards -- MANIFEST [--quality F]."""
     _install(session)
     session.run("hubbot", "cards", "--regen", *session.posargs)
 

@@ -54,11 +54,23 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--github-output",
+    is_flag=True,
+    help="Write evaluation=true|false (whether the one manifest names evaluation text) "
+    "to $GITHUB_OUTPUT, for the workflow's `hubbot eval` job.",
+)
 @_errors_to_exit_codes
-def validate(manifests: tuple[Path, ...]) -> None:
+def validate(manifests: tuple[Path, ...], github_output: bool) -> None:
     """Check manifests; print every problem as FILE:LINE:COL: message."""
     from bot.manifest import load_manifest
+    from bot.quality.release import evaluation_enabled
 
+    target = os.environ.get("GITHUB_OUTPUT")
+    if github_output and len(manifests) != 1:
+        raise InputError("--github-output: name one manifest")
+    if github_output and not target:
+        raise InputError("--github-output needs $GITHUB_OUTPUT (set by GitHub Actions)")
     problems: list[str] = []
     for path in manifests:
         try:
@@ -67,6 +79,15 @@ def validate(manifests: tuple[Path, ...]) -> None:
             problems.append(str(exc))
             continue
         click.echo(f"{path}: ok ({len(manifest.variants)} variants)")
+        if github_output and target:
+            measured = evaluation_enabled(manifest)
+            with open(target, "a", encoding="utf-8") as out:
+                out.write(f"evaluation={'true' if measured else 'false'}\n")
+            click.echo(
+                f"{path}: {'names' if measured else 'names no'} evaluation text "
+                f"(evaluation={str(measured).lower()} written to $GITHUB_OUTPUT)",
+                err=True,
+            )
     if problems:
         raise InputError("\n".join(problems))
 
