@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from bot.cli import cli
@@ -153,3 +154,27 @@ def test_scores_say_what_the_order_is() -> None:
     header = out.splitlines()[0]
     assert "best first" not in out
     assert "alternated with all's order" in header and "not by score" in header
+
+
+def test_validate_tells_a_workflow_whether_the_manifest_names_evaluation_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = tmp_path / "github-output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(output))
+    demo = ROOT / "manifests" / "demo.yaml"
+    code, out, err = run("validate", str(REAL), "--github-output")
+    assert code == 0 and "gpt-oss-20b.yaml: ok (232 variants)" in out
+    assert "names no evaluation text (evaluation=false written to $GITHUB_OUTPUT)" in err
+    assert run("validate", str(demo), "--github-output")[0] == 0
+    assert output.read_text() == "evaluation=false\nevaluation=true\n"
+
+    code, _, err = run("validate", str(REAL), str(demo), "--github-output")
+    assert code == 2 and "--github-output: name one manifest" in err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("base: {repo: nobody/nothing}\n")
+    code, _, err = run("validate", str(broken), "--github-output")
+    assert code == 2 and str(broken) in err
+    monkeypatch.delenv("GITHUB_OUTPUT")
+    code, _, err = run("validate", str(demo), "--github-output")
+    assert code == 2 and "needs $GITHUB_OUTPUT" in err
+    assert output.read_text() == "evaluation=false\nevaluation=true\n"  # nothing more written

@@ -19,6 +19,7 @@ from bot.card import _figure
 from bot.cli import cli
 from bot.hub.plan import CARD, is_card_file
 from bot.quality import release as release_module
+from bot.quality.saved import FamilyChange
 from tests.quality_release import write_release
 
 SIBLINGS = ["prose-2", "prose-4", "math-2", "math-4"]
@@ -103,3 +104,35 @@ def test_a_new_count_updates_the_family_table_of_its_published_siblings(
     assert {row["action"] for row in _plan(path, "--quality", str(second)).values()} == {"no-op"}
     nightly = json.loads(_invoke("cards", str(path), "--regen", "--json"))
     assert all(row["error"] is None and row["commit"] is None for row in nightly), nightly
+
+    # Figures measured again (another device, say) that differ but list the same counts
+    # change no card.
+    data = json.loads(second.read_text())
+    for point in data["quality"]["family"]:
+        point["domain_text"]["kl"] *= 1.001
+    remeasured = tmp_path / "quality-3.json"
+    remeasured.write_text(json.dumps(data))
+    assert {row["action"] for row in _plan(path, "--quality", str(remeasured)).values()} == {
+        "no-op"
+    }
+
+    # A count taken out of the manifest: its row leaves the siblings' tables (its repo
+    # stays, as ever).
+    path.write_text(full.replace("counts: [2, 4, 6]", "counts: [2, 4]"))
+    plan = _plan(path, "--quality", str(second))
+    assert set(plan) == set(SIBLINGS)
+    for vid in SIBLINGS:
+        assert plan[vid]["action"] == "card-only"
+        assert plan[vid]["reason"].endswith("family table: -1 count (6)"), plan[vid]
+    outcomes = json.loads(_invoke("publish", str(path), "--quality", str(second), "--json"))
+    assert {row["action"] for row in outcomes} == {"card-only"}
+    assert all(is_card_file(p) for row in outcomes for p in row["uploaded"])
+    assert "| 6 |" not in _readme(hub_api, repos["math-2"])
+    assert hub_api.repo_exists(by_id["math-6"]["repo_id"])
+
+
+def test_a_family_change_says_which_counts_come_and_go() -> None:
+    change = FamilyChange(added=(6, 8), removed=(4,), measured=True)
+    assert change.reason == "family table: +2 counts (6, 8), -1 count (4)"
+    behind = FamilyChange(added=(6,), removed=(), measured=False).reason
+    assert behind.startswith("the family table is behind (+1 count (6)): measure with")
