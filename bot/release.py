@@ -113,10 +113,9 @@ def _with_family(
         change = family_change(plan.record.quality, manifest, variant, points)
     if change is None:
         return VariantPlan(variant, plan.action, plan.reason)
-    reason = f"{plan.reason}; {change.reason}"
-    if change.measured:
-        return VariantPlan(variant, Action.CARD_ONLY, reason)
-    return VariantPlan(variant, plan.action, reason)
+    if change.measured and plan.action == Action.NO_OP:
+        return VariantPlan(variant, Action.CARD_ONLY, change.reason)
+    return VariantPlan(variant, plan.action, f"{plan.reason}; {change.reason}")
 
 
 def _held(
