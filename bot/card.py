@@ -36,6 +36,8 @@ from bot.families.hooks import card_family
 from bot.picture import FILENAME as PICTURE
 from bot.picture import QUALITY_FILENAME, QualityLine, kept_experts_png, quality_png
 from bot.provenance import Provenance, Quality, TextFigures
+from bot.quality.gate import shortfall
+from bot.quality.spec import QualityFloor
 
 README = "README.md"
 
@@ -119,13 +121,32 @@ def quality_view(record: Provenance) -> dict[str, Any] | None:
     family = sorted(
         (p for p in quality.family if p.domain == variant.domain), key=lambda p: p.experts
     )
+    floor = record.release.quality_floor if record.release else None
     return {
         "this": point.model_dump(mode="json"),
         "domain_text": _dump(quality.texts.get(domain_key)),
         "general_text": _dump(quality.texts.get("general")),
-        "family": [{**p.model_dump(mode="json"), "this": p.variant == variant.id} for p in family],
+        "family": [
+            {
+                **p.model_dump(mode="json"),
+                "this": p.variant == variant.id,
+                "held": shortfall(p, floor) is not None,
+            }
+            for p in family
+        ],
+        "floor": _floor_words(floor) if floor else None,
         "picture": QUALITY_FILENAME,
     }
+
+
+def _floor_words(floor: QualityFloor) -> str:
+    """`KL at most 0.500 and top-1 agreement at least 60.0%` (on a domain's own text)."""
+    parts = []
+    if floor.max_kl is not None:
+        parts.append(f"KL at most {floor.max_kl:.3f}")
+    if floor.min_top1 is not None:
+        parts.append(f"top-1 agreement at least {_percent(floor.min_top1)}")
+    return " and ".join(parts)
 
 
 def model_index(record: Provenance) -> list[dict[str, Any]]:

@@ -67,6 +67,7 @@ def release_info(manifest: Manifest, variant: Variant) -> ReleaseInfo:
         rebuild_note=spec.card.rebuild_note,
         manifest=shown,
         generation=spec.generation.model_dump(mode="json"),
+        quality_floor=spec.quality,
     )
 
 

@@ -14,9 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from bot.errors import InputError
+from bot.quality.spec import QualityFloor
 
 FILENAME = "hubbot.json"
 SCHEMA_VERSION = 1
@@ -191,6 +192,18 @@ class ReleaseInfo(_Record):
     rebuild_note: str | None = None
     manifest: str = Field(description="manifest path, for the reproduce command")
     generation: dict[str, Any] = Field(default_factory=dict)
+    quality_floor: QualityFloor | None = Field(
+        default=None, description="the release's floor: variants below it are held back"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_floor(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """No `quality_floor` key without a floor: the records (and card digests) of
+        releases that set none stay as they were."""
+        data = handler(self)
+        if data.get("quality_floor") is None:
+            data.pop("quality_floor", None)
+        return data
 
 
 class Digests(_Record):

@@ -255,6 +255,10 @@ def card_files(manifest: Manifest, variant: Variant, record: Provenance) -> dict
     return files
 
 
+class HeldBackError(HubbotError):
+    """A published repo whose own figures are below the quality floor: left as it is."""
+
+
 def refresh_card(
     manifest: Manifest, api: HfApi, variant: Variant, *, figures: Quality | None = None
 ) -> PublishResult:
@@ -262,12 +266,19 @@ def refresh_card(
 
     `figures` (saved by `hubbot eval --save`, cut to current ones) replace the record's
     when its family table is behind them and they hold this variant's current figures:
-    the card then shows the whole family of one run again.
+    the card then shows the whole family of one run again. A repo whose recorded figures
+    are below the manifest's floor is left as it is (`HeldBackError`), as `publish` does.
     """
 
     def render(record: Provenance) -> dict[str, bytes]:
         if record.digests is None:
             raise HubbotError(f"{variant.repo_id}: hubbot.json has no digests")
+        own = record.quality.point(variant.id) if record.quality else None
+        held = shortfall(own, manifest.spec.quality)
+        if held:
+            raise HeldBackError(
+                f"{held}: the published repo is left as it is (not deleted); fix or unlist it"
+            )
         if figures is not None and _takes_figures(manifest, variant, record, figures):
             record = record.model_copy(update={"quality": figures})
         return card_files(manifest, variant, record)
@@ -299,10 +310,11 @@ def regenerate_cards(
 ) -> list[Outcome]:
     """Nightly: re-render every published card; a broken repo is reported and skipped.
 
-    With `saved_quality` (`hubbot eval --save`), family tables behind the saved figures
-    are brought up to date, and a variant the quality floor holds back that has no repo is
-    reported `held` rather than failed; without it, each card is rendered from its
-    `hubbot.json` alone and nothing is measured.
+    A published repo whose recorded figures are below the floor is left as it is and
+    reported `held`. With `saved_quality` (`hubbot eval --save`), family tables behind the
+    saved figures are brought up to date, and a variant the floor holds back that has no
+    repo is reported `held` rather than failed; without it, each card is rendered from its
+    `hubbot.json` alone. Nothing is measured either way.
     """
     figures = current_record(saved_quality, manifest) if saved_quality else None
     points = current_points(saved_quality, manifest) if saved_quality else {}
@@ -311,6 +323,8 @@ def regenerate_cards(
         try:
             result = refresh_card(manifest, api, variant, figures=figures)
             outcome = Outcome(variant, result.action, result)
+        except HeldBackError as exc:
+            outcome = Outcome(variant, Action.HELD, None, reason=str(exc))
         except MissingProvenanceError as exc:
             held = shortfall(points.get(variant.id), manifest.spec.quality)
             if held:

@@ -88,6 +88,20 @@ def test_variants_below_the_floor_are_held_and_never_deleted(
     result = runner.invoke(cli, ["matrix", str(path)])
     assert worst not in result.stdout
 
+    # The other published cards say what the new floor holds back: their family tables
+    # mark the held counts of their domain (a card-only update, weights untouched).
+    assert {plan[v].action for v in published - {worst}} == {Action.CARD_ONLY}
+    now_held = held | {worst}
+    for vid in published - {worst}:
+        variant = stricter.variant(vid)
+        card = Path(hub_api.hf_hub_download(variant.repo_id, "README.md")).read_text()
+        assert "A row marked *held* is below it: measured, not published." in card
+        assert f"KL at most {(kl[worst] + kl[ranked[1]]) / 2:.3f}" in card
+        for other in stricter.variants:
+            if other.domain == variant.domain and other.id != vid:
+                marked = f"| {other.experts} (held) |" in card
+                assert marked == (other.id in now_held), (vid, other.id)
+
     # Nightly: every published card, figures and picture included, re-renders from its
     # hubbot.json to the very same bytes: no commit.
     result = runner.invoke(cli, ["cards", str(path), "--regen", "--json"])
