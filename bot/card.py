@@ -26,15 +26,12 @@ from typing import Any
 
 import jinja2
 import yaml
-from huggingface_hub import ModelCard
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from bot import units
 from bot.errors import InputError
 from bot.families.hooks import card_family
-from bot.picture import FILENAME as PICTURE
-from bot.picture import QUALITY_FILENAME, QualityLine, kept_experts_png, quality_png
 from bot.provenance import Provenance, Quality, TextFigures
 from bot.quality.gate import shortfall
 from bot.quality.spec import QualityFloor
@@ -69,9 +66,11 @@ def render_card(record: Provenance, template: Path) -> str:
     missing = [name for name in ("variant", "stats", "release") if getattr(record, name) is None]
     if missing:
         raise InputError(f"provenance record lacks {', '.join(missing)}: cannot render a card")
+    from bot import picture  # numpy and PIL: not on the paths that only check manifests
+
     compiled = _template(Path(template).resolve())
     context = record.model_dump(mode="json")
-    context["picture"] = PICTURE
+    context["picture"] = picture.FILENAME
     context["quality_view"] = quality_view(record)
     context["model_index"] = model_index(record)
     context["family"] = card_family(record.stats.model_type if record.stats else None)
@@ -90,15 +89,17 @@ def check_template(template: Path) -> None:
 
 def write_card(folder: Path, record: Provenance, template: Path) -> list[Path]:
     """Render and check the card, then write `README.md` and `experts.png` into `folder`."""
+    from bot import picture
+
     text = render_card(record, template)
     assert record.stats is not None  # checked by render_card
-    png = kept_experts_png(record.selection.kept_experts, record.stats.experts_before)
-    readme, picture = folder / README, folder / PICTURE
+    png = picture.kept_experts_png(record.selection.kept_experts, record.stats.experts_before)
+    readme, experts_png = folder / README, folder / picture.FILENAME
     readme.write_text(text, encoding="utf-8")
-    picture.write_bytes(png)
-    written = [readme, picture]
+    experts_png.write_bytes(png)
+    written = [readme, experts_png]
     if record.quality is not None and record.variant is not None:
-        chart = folder / QUALITY_FILENAME
+        chart = folder / picture.QUALITY_FILENAME
         experts = record.stats.experts_before
         chart.write_bytes(_quality_chart(record.quality, record.variant, experts))
         written.append(chart)
@@ -111,6 +112,8 @@ def write_card(folder: Path, record: Provenance, template: Path) -> list[Path]:
 def quality_view(record: Provenance) -> dict[str, Any] | None:
     """What the card's quality section shows: this variant's figures (with the base's), the
     family of its domain by expert count with its own row marked, and the texts measured."""
+    from bot.picture import QUALITY_FILENAME
+
     quality, variant = record.quality, record.variant
     if quality is None or variant is None:
         return None
@@ -192,6 +195,8 @@ def _eval_results(make: Any, label: str, key: str, source: str, figures: TextFig
 
 
 def _quality_chart(quality: Quality, variant: Any, experts_before: int) -> bytes:
+    from bot.picture import QualityLine, quality_png
+
     lines = []
     for domain in dict.fromkeys(p.domain for p in quality.family):
         points = sorted(
@@ -222,6 +227,8 @@ def _dump(value: Any) -> Any:
 
 def check_front_matter(text: str) -> dict[str, Any]:
     """Parse a card's front matter with huggingface_hub and check the fields we rely on."""
+    from huggingface_hub import ModelCard  # its import brings the Hub client: only here
+
     if not text.startswith("---\n"):
         raise InputError("model card: no YAML front matter at the top")
     try:

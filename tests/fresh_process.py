@@ -31,10 +31,13 @@ print("\\n" + json.dumps({"codes": codes, "heavy": heavy}))
 """
 
 
-def heavy_imports(*commands: list[str]) -> tuple[list[int], list[str]]:
-    """Exit codes of `commands` run in one fresh process, and the heavy modules they loaded."""
+def heavy_imports(
+    *commands: list[str], modules: tuple[str, ...] = HEAVY
+) -> tuple[list[int], list[str]]:
+    """Exit codes of `commands` run in one fresh process, and which of `modules` (by default
+    the heavy ones) they loaded."""
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(commands), json.dumps(HEAVY)],
+        [sys.executable, "-c", _CHILD, json.dumps(commands), json.dumps(modules)],
         capture_output=True,
         text=True,
         check=True,

@@ -113,6 +113,16 @@ def test_offline_commands_import_neither_torch_nor_transformers() -> None:
     assert heavy == []
 
 
+def test_validate_loads_neither_the_hub_client_nor_the_picture_code() -> None:
+    """Checking a manifest needs the card template and licence ids, not huggingface_hub's
+    client (its ModelCard import) nor PIL: those load when a card is rendered."""
+    codes, loaded = heavy_imports(
+        ["validate", str(REAL)], modules=("huggingface_hub.hf_api", "PIL", "matplotlib")
+    )
+    assert codes == [0]
+    assert loaded == []
+
+
 def test_plan_prints_a_header_labelled_parameters_and_kept_experts() -> None:
     code, out, _ = run("plan", str(REAL))
     assert code == 0
