@@ -119,3 +119,16 @@ def test_a_batch_padded_to_a_fixed_width_scores_the_same(base: torch.nn.Module, 
     with torch.inference_mode():
         a, b = plain.log_probs(base), padded.log_probs(base)
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_short_last_batch_joins_the_one_before() -> None:
+    """Every window is scored once, in order; a remainder under half a batch is not a batch
+    of its own, one of half a batch or more is."""
+    from bot.quality.evaluate import _batches
+
+    windows = [(i,) for i in range(17)]
+    assert [len(b) for b in _batches(windows, 8)] == [8, 9]
+    assert [len(b) for b in _batches(windows[:12], 8)] == [8, 4]
+    assert [len(b) for b in _batches(windows[:5], 8)] == [5]
+    assert [len(b) for b in _batches(windows[:16], 8)] == [8, 8]
+    assert [w for b in _batches(windows, 8) for w in b] == windows

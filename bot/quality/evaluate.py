@@ -123,8 +123,8 @@ def evaluate_variants(
     """Figures of every variant on each text set it names: `{variant: {set: Figures}}`.
 
     `variants` maps an id to its kept experts and the names of the sets to measure it on.
-    Batches are the sets' windows in order, `batch_size` at a time, right-padded: the same
-    inputs on the same device give the same figures.
+    Batches are the sets' windows in order, `batch_size` at a time (`_batches`), right-padded:
+    the same inputs on the same device give the same figures.
     """
     masks = RouterMask(model)
     device = next(model.parameters()).device
@@ -240,8 +240,8 @@ def _measure(
             for text_set in sets:
                 if not users[text_set.name]:
                     continue
-                for start in range(0, len(text_set.windows), batch_size):
-                    batch = _Batch(text_set.windows[start : start + batch_size], device, width)
+                for windows in _batches(text_set.windows, batch_size):
+                    batch = _Batch(windows, device, width)
                     reference = batch.log_probs(base())
                     base_nll = -batch.target_log_probs(reference).double().sum()
                     base_top = reference.argmax(-1)
@@ -259,6 +259,16 @@ def _measure(
     finally:
         model.train(was_training)
     return {v: {n: s.figures() for n, s in per.items()} for v, per in sums.items()}
+
+
+def _batches(windows: Sequence[Sequence[int]], size: int) -> list[Sequence[Sequence[int]]]:
+    """`windows` in order, `size` at a time; a last batch of less than half of `size` joins
+    the one before (a batch of one window costs almost what a full one does)."""
+    starts = list(range(0, len(windows), size))
+    if len(starts) > 1 and len(windows) - starts[-1] < size / 2:
+        starts.pop()
+    ends = [*starts[1:], len(windows)]
+    return [windows[a:b] for a, b in zip(starts, ends, strict=True)]
 
 
 class _Batch:
