@@ -34,7 +34,7 @@ uses hard links with the real names instead, so the pruner must hash the base as
 
 Usage:
     python benchmarks/prune_throughput.py [--layers 24] [--runs 3] [--dtype mxfp4 bf16]
-        [--cache cold warm] [--base cache] [--workdir DIR]
+        [--cache cold warm] [--base cache] [--workdir DIR] [--max-shard-gib 2]
 """
 
 from __future__ import annotations
@@ -98,9 +98,10 @@ for name, fns in [("headers", ["open_checkpoint"]), ("expected tensors", ["expec
             setattr(pr, fn, clocked(name, getattr(pr, fn)))
 
 src, dst, dtype, keep = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+shards = {"max_shard_bytes": int(sys.argv[5])} if len(sys.argv) > 5 else {}
 start = time.perf_counter()
 pruned = pr.prune_checkpoint(Path(src), Path(dst), {int(k): v for k, v in keep.items()},
-                             dtype=dtype)
+                             dtype=dtype, **shards)
 seconds = time.perf_counter() - start
 try:
     disk = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
@@ -136,6 +137,14 @@ def main() -> None:
     parser.add_argument("--cache", nargs="+", choices=["cold", "warm"], default=["cold", "warm"])
     parser.add_argument("--base", choices=["cache", "plain"], default="cache")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--max-shard-gib",
+        type=float,
+        default=None,
+        help="output shard limit (the manifest's output.max_shard_bytes; default: the "
+        "pruner's 5 GiB). Each shard is hashed on its own thread, so on many cores the "
+        "largest shard's sha256 bounds the prune: smaller shards let more hash at once",
+    )
     args = parser.parse_args()
 
     with work_folder(args.workdir, "prune-bench-") as work:
@@ -145,9 +154,12 @@ def main() -> None:
         size, cpus = real_layout_bytes(args.layers), os.cpu_count()
         print(f"base: {args.layers} layers, {size:,} tensor bytes, {base}")
         print(f"keep: {KEPT} of {EXPERTS} experts per layer; runs: {args.runs}; cpus: {cpus}")
+        shard_bytes = int(args.max_shard_gib * 2**30) if args.max_shard_gib else None
+        if shard_bytes:
+            print(f"output shards: at most {args.max_shard_gib} GiB")
         for out_format in args.dtype:
             for cache in args.cache:
-                measure(work, base, keep, out_format, cache, args.runs)
+                measure(work, base, keep, out_format, cache, args.runs, shard_bytes)
 
 
 def prepare_base(work: Path, layers: int, kind: str) -> Path:
@@ -177,7 +189,13 @@ def prepare_base(work: Path, layers: int, kind: str) -> Path:
 
 
 def measure(
-    work: Path, base: Path, keep: dict[int, list[int]], out_format: str, cache: str, runs: int
+    work: Path,
+    base: Path,
+    keep: dict[int, list[int]],
+    out_format: str,
+    cache: str,
+    runs: int,
+    shard_bytes: int | None = None,
 ) -> None:
     dtype = "source" if out_format == "mxfp4" else "bf16"
     out, copy = work / f"out-{out_format}", work / f"copy-{out_format}"
@@ -187,7 +205,7 @@ def measure(
     for _ in range(runs):
         shutil.rmtree(out, ignore_errors=True)
         settle(work, read_ranges(base, keep) if cache == "warm" else [])
-        seconds, peak, counts = run_child(base, out, dtype, keep)
+        seconds, peak, counts = run_child(base, out, dtype, keep, shard_bytes)
         prune_s.append(seconds)
         writeback = timed(os.sync)
         prune_sync.append(seconds + writeback)
@@ -276,10 +294,11 @@ def read_ranges(base: Path, keep: dict[int, list[int]]) -> list[Range]:
 
 
 def run_child(
-    base: Path, out: Path, dtype: str, keep: dict[int, list[int]]
+    base: Path, out: Path, dtype: str, keep: dict[int, list[int]], shard_bytes: int | None = None
 ) -> tuple[float, int, dict]:
     """Prune in a child process; its `prune_checkpoint` seconds, peak RSS (bytes), counts."""
     argv = [sys.executable, "-c", CHILD, str(base), str(out), dtype, json.dumps(keep)]
+    argv += [str(shard_bytes)] if shard_bytes else []
     with tempfile.TemporaryFile("w+") as stdout:
         proc = subprocess.Popen(argv, stdout=stdout)
         _, status, usage = os.wait4(proc.pid, 0)
