@@ -91,9 +91,11 @@ class RouterMask:
 
 class _Sums:
     """Running sums of one variant on one set, kept on the model's device as float64 so
-    that the loop never waits for the device to read them back."""
+    that the loop never waits for the device to read them back (on the CPU for MPS, which
+    has no float64: `_wide_sum`)."""
 
     def __init__(self, device: torch.device) -> None:
+        device = torch.device("cpu") if device.type == "mps" else device
         zero = torch.zeros((), dtype=torch.float64, device=device)
         self.kl, self.agree, self.nll, self.base_nll = (zero.clone() for _ in range(4))
         self.tokens = 0
@@ -243,16 +245,16 @@ def _measure(
                 for windows in _batches(text_set.windows, batch_size):
                     batch = _Batch(windows, device, width)
                     reference = batch.log_probs(base())
-                    base_nll = -batch.target_log_probs(reference).double().sum()
+                    base_nll = -_wide_sum(batch.target_log_probs(reference))
                     base_top = reference.argmax(-1)
                     base_p = reference.exp()
                     advance(batch.count)
                     for vid in users[text_set.name]:
                         lp = batch.log_probs(runs[vid][1]())
                         acc = sums[vid][text_set.name]
-                        acc.kl += _row_dot(base_p, reference - lp).double().sum()
-                        acc.agree += (lp.argmax(-1) == base_top).double().sum()
-                        acc.nll -= batch.target_log_probs(lp).double().sum()
+                        acc.kl += _wide_sum(_row_dot(base_p, reference - lp))
+                        acc.agree += _wide_sum((lp.argmax(-1) == base_top).float())
+                        acc.nll -= _wide_sum(batch.target_log_probs(lp))
                         acc.base_nll += base_nll
                         acc.tokens += batch.count
                         advance(batch.count)
@@ -302,6 +304,14 @@ class _Batch:
     def target_log_probs(self, log_probs: torch.Tensor) -> torch.Tensor:
         """The log-probability of each actual next token: [N]."""
         return log_probs.gather(-1, self.targets[:, None]).squeeze(-1)
+
+
+def _wide_sum(values: torch.Tensor) -> torch.Tensor:
+    """The sum of `values` as a float64 scalar, on their device (MPS: summed in float32
+    there, then carried to the CPU)."""
+    if values.device.type == "mps":
+        return values.sum(dtype=torch.float32).cpu().double()
+    return values.double().sum()
 
 
 def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
