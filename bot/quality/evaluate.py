@@ -159,8 +159,8 @@ def evaluation_attention(
     On CUDA with triton present, a model on eager attention that supports flex attention is
     switched to it, and back afterwards. Flex attention's kernels are compiled per batch
     shape: `evaluate_variants` pads every batch to one width (`_flex_width`), so that only a
-    set's last, shorter batch adds a shape; a first full batch here compiles them, and
-    where that fails the model stays on eager.
+    set's last batch (other rows than `batch_size`, see `_batches`) adds a shape; a first
+    full batch here compiles them, and where that fails the model stays on eager.
     """
     import importlib.util
 
