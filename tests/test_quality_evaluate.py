@@ -81,10 +81,16 @@ def test_batching_changes_nothing_and_runs_repeat_exactly(base: torch.nn.Module,
 
 
 def test_the_base_router_is_restored(base: torch.nn.Module, text) -> None:
+    ids = torch.tensor([text.windows[0]])
+    with torch.inference_mode():
+        logits = base(input_ids=ids).logits
     before = [layer.mlp.router.bias.clone() for layer in base.model.layers]
     evaluate_variants(base, [text], {"a": (KEEP, ["prose"])}, progress=False)
     after = [layer.mlp.router.bias for layer in base.model.layers]
     assert all(torch.equal(x, y) for x, y in zip(before, after, strict=True))
+    assert all(not layer.mlp.router._forward_hooks for layer in base.model.layers)
+    with torch.inference_mode():
+        assert torch.equal(base(input_ids=ids).logits, logits)  # routes as loaded again
 
 
 def test_keeping_fewer_than_top_k_is_refused(base: torch.nn.Module, text) -> None:

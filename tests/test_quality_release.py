@@ -120,6 +120,7 @@ def test_a_built_repo_carries_its_figures_and_how_to_measure_them_again(built: P
     quality = record.quality
     assert quality is not None
     assert (quality.device, quality.dtype, quality.method) == ("cpu", "float32", "router-mask")
+    assert quality.attention == "eager"  # flex attention only on CUDA
     assert [p.variant for p in quality.family] == VARIANTS
     assert set(quality.texts) == {"general", "domain:prose", "domain:math"}
     assert quality.texts["general"].tokens == 96  # the budget; the prompts give fewer

@@ -61,34 +61,6 @@ class Figures:
     tokens: int
 
 
-class RouterMask:
-    """Masks the removed experts of one variant at a time in a loaded model: each MoE
-    layer's router then routes only to the kept experts, by its family's rule
-    (`bot.families.hooks.RouterMasks`)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self._masks = RouterMasks(model)
-
-    def prepared(self, keep: Keep, device: torch.device) -> Any:
-        """The masks of the variant keeping `keep`, made once on `device`, for `use`."""
-        return self._masks.prepared(keep, device)
-
-    def use(self, masks: Any) -> None:
-        """Route by `prepared` masks (None: the base, every expert)."""
-        self._masks.use(masks)
-
-    def restore(self) -> None:
-        self.use(None)
-
-    @contextmanager
-    def restored_after(self) -> Iterator[RouterMask]:
-        try:
-            yield self
-        finally:
-            self.restore()
-            self._masks.remove()
-
-
 class _Sums:
     """Running sums of one variant on one set, kept on the model's device as float64 so
     that the loop never waits for the device to read them back (on the CPU for MPS, which
@@ -128,7 +100,7 @@ def evaluate_variants(
     Batches are the sets' windows in order, `batch_size` at a time (`_batches`), right-padded:
     the same inputs on the same device give the same figures.
     """
-    masks = RouterMask(model)
+    masks = RouterMasks(model)
     device = next(model.parameters()).device
 
     def routed(keep: Keep) -> Any:
@@ -145,8 +117,10 @@ def evaluate_variants(
         return model
 
     runs = {vid: (names, routed(keep)) for vid, (keep, names) in variants.items()}
-    with masks.restored_after():
+    try:
         return _measure(model, base, sets, runs, batch_size=batch_size, progress=progress)
+    finally:
+        masks.remove()  # the hooks off: the model routes as loaded again
 
 
 @contextmanager
