@@ -9,11 +9,13 @@ model, router masks), as `hubbot eval` does.
 
 Printed (and written to --out as JSON): wall time of the whole release, scored tokens per
 second (a variant's token counts once per variant) and model tokens per second (base
-passes included); each domain's time (29 variants on 2 sets: the same work 8 times) and
-their median; as the baseline, measured in the same run, the median time of a bare
-forward pass over one batch on the model's loaded attention (no masks, no metrics), and
-the ratio of the release's model-token rate to it; whether a repeated evaluation of two
-variants gives the same figures bit for bit; peak GPU memory.
+passes included); the setup before the first domain (building the model, compiling
+attention, the baseline and the determinism check) and the process time so far; each
+domain's time (29 variants on 2 sets: the same work 8 times) and their median; as the
+baseline, measured in the same run, the median time of a bare forward pass over one batch
+on the model's loaded attention (no masks, no metrics), and the ratio of the release's
+model-token rate to it; whether a repeated evaluation of two variants gives the same
+figures bit for bit; peak GPU memory.
 
 Window length and batch size default to the manifest's (`EvaluationSpec`). The model runs
 the attention `hubbot eval` gives it (`evaluation_attention`: flex attention on CUDA for
@@ -188,6 +190,7 @@ def main() -> None:
         "baseline_forward_s": round(forward_s, 4),
         "baseline_forward_tokens_per_s": round(forward_rate),
         "deterministic": deterministic,
+        "setup_s": round(time.perf_counter() - started, 1),
         "per_domain_s": [],
     }
     # One call per domain (its counts on its own set and the general set), timed apiece and
@@ -223,6 +226,7 @@ def main() -> None:
                 else None,
             }
         )
+        result["process_s"] = round(time.perf_counter() - started, 1)
         print(f"domain {d}: {seconds:.1f} s, {len(figures)} variants done", flush=True)
         if args.out:
             args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
@@ -121,10 +122,10 @@ def test_a_batch_padded_to_a_fixed_width_scores_the_same(base: torch.nn.Module, 
     plain = _Batch(windows, torch.device("cpu"))
     padded = _Batch(windows, torch.device("cpu"), 128)
     assert padded.ids.shape == (2, 128) and padded.count == plain.count
-    assert torch.equal(padded.targets, plain.targets)
+    assert torch.equal(padded.targets[padded.scored], plain.targets[plain.scored])
     with torch.inference_mode():
-        a, b = plain.log_probs(base), padded.log_probs(base)
-    assert torch.allclose(a, b, atol=1e-5)
+        a, b = plain.logits(base)[plain.scored], padded.logits(base)[padded.scored]
+    assert a.shape[0] == plain.count and torch.allclose(a, b, atol=1e-5)
 
 
 def test_a_short_last_batch_joins_the_one_before() -> None:
@@ -138,3 +139,32 @@ def test_a_short_last_batch_joins_the_one_before() -> None:
     assert [len(b) for b in _batches(windows[:5], 8)] == [5]
     assert [len(b) for b in _batches(windows[:16], 8)] == [8, 8]
     assert [w for b in _batches(windows, 8) for w in b] == windows
+
+
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("clang++") is None,
+    reason="torch.compile on the CPU needs a C++ compiler",
+)
+def test_the_compiled_comparison_is_the_eager_one() -> None:
+    """On CUDA the per-position arithmetic runs compiled (`_fused`); compiled here on the CPU
+    it gives the eager figures to float32 rounding, and still exactly 0 KL for the base."""
+    from bot.quality.evaluate import _compare, _normaliser
+
+    gen = torch.Generator().manual_seed(0)
+    reference = (torch.randn(64, 512, generator=gen) * 3).bfloat16()
+    logits = (reference.float() + torch.randn(64, 512, generator=gen) * 0.3).bfloat16()
+    targets = torch.randint(0, 512, (64,), generator=gen)
+    scored = torch.arange(64) % 5 != 0
+    normaliser, compare = torch.compile(_normaliser), torch.compile(_compare)
+
+    def figures(fn_lse, fn, x):
+        ref_lse = fn_lse(reference)
+        return fn(x, fn_lse(x), reference, ref_lse, reference.argmax(-1), targets, scored)
+
+    with torch.inference_mode():
+        eager = figures(_normaliser, _compare, logits)
+        compiled = figures(normaliser, compare, logits)
+        same = figures(normaliser, compare, reference)
+    assert eager[0] > 1  # the variant differs
+    assert torch.allclose(compiled, eager, rtol=1e-5)
+    assert same[0].item() == 0.0 and same[1].item() == int(scored.sum())

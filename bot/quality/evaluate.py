@@ -16,8 +16,11 @@ Per text set and variant, over every scored next-token position:
   next token under the variant and under the base.
 
 Sums are kept in float64, on the model's device until the end (the loop never waits for the
-device); the log-softmax runs in float32 whatever the model's dtype; per position, the KL
-is one dot product of the base's probabilities with the difference of log-probabilities.
+device). Per position, the arithmetic runs in float32 on the raw logits (`_compare`): the
+log-softmax's normaliser once per model run, then the KL as the base's probabilities times
+the difference of log-probabilities, summed. On CUDA with triton it is compiled into fused
+kernels (`_fused`), which read the logits a few times instead of writing float32 copies of
+them. A variant that computes the base's logits gets exactly the base's figures.
 
 On CUDA, `evaluation_attention` runs a model whose attention is the eager kind on flex
 attention where the model supports it (gpt-oss: eager attention materialises every
@@ -62,21 +65,19 @@ class Figures:
 
 
 class _Sums:
-    """Running sums of one variant on one set, kept on the model's device as float64 so
-    that the loop never waits for the device to read them back (on the CPU for MPS, which
-    has no float64: `_wide_sum`)."""
+    """Running sums of one variant on one set (KL, agreement and negative log-likelihood,
+    then the base's), kept on the model's device as float64 so that the loop never waits
+    for the device to read them back (on the CPU for MPS, which has no float64:
+    `_wide_sum`)."""
 
     def __init__(self, device: torch.device) -> None:
         device = torch.device("cpu") if device.type == "mps" else device
-        zero = torch.zeros((), dtype=torch.float64, device=device)
-        self.kl, self.agree, self.nll, self.base_nll = (zero.clone() for _ in range(4))
+        self.totals = torch.zeros(4, dtype=torch.float64, device=device)
         self.tokens = 0
 
     def figures(self) -> Figures:
         n = max(self.tokens, 1)
-        kl, agree, nll, base_nll = (
-            float(t) for t in (self.kl, self.agree, self.nll, self.base_nll)
-        )
+        kl, agree, nll, base_nll = self.totals.tolist()
         return Figures(
             kl=kl / n,
             top1=agree / n,
@@ -136,15 +137,12 @@ def evaluation_attention(
     set's last batch (other rows than `batch_size`, see `_batches`) adds a shape; a first
     full batch here compiles them, and where that fails the model stays on eager.
     """
-    import importlib.util
-
     current = str(getattr(model.config, "_attn_implementation", None) or "eager")
     device = next(model.parameters()).device
     flex = (
-        device.type == "cuda"
+        _compiles(device)
         and current == "eager"
         and bool(getattr(model, "_supports_flex_attn", False))
-        and importlib.util.find_spec("triton") is not None
         and any(s.windows for s in sets)
     )
     if not flex:
@@ -209,6 +207,7 @@ def _measure(
     bar = steps(f"evaluating {len(runs)} variant(s)", total=total, unit="tokens", enabled=progress)
     flex = getattr(model.config, "_attn_implementation", None) == "flex_attention"
     width = _flex_width(sets) if flex else None
+    normaliser, compare = _fused(_normaliser, device), _fused(_compare, device)
     was_training = model.training
     model.eval()
     try:
@@ -218,18 +217,20 @@ def _measure(
                     continue
                 for windows in _batches(text_set.windows, batch_size):
                     batch = _Batch(windows, device, width)
-                    reference = batch.log_probs(base())
-                    base_nll = -_wide_sum(batch.target_log_probs(reference))
-                    base_top = reference.argmax(-1)
-                    base_p = reference.exp()
+                    reference = batch.logits(base())
+                    ref_lse = normaliser(reference)
+                    ref_top = reference.argmax(-1)
+                    nll = _nll(reference, ref_lse, batch.targets)
+                    base_nll = _wide_sum(torch.where(batch.scored, nll, 0.0))
                     advance(batch.count)
                     for vid in users[text_set.name]:
-                        lp = batch.log_probs(runs[vid][1]())
+                        logits = batch.logits(runs[vid][1]())
+                        lse = normaliser(logits)
                         acc = sums[vid][text_set.name]
-                        acc.kl += _wide_sum(_row_dot(base_p, reference - lp))
-                        acc.agree += _wide_sum((lp.argmax(-1) == base_top).float())
-                        acc.nll -= _wide_sum(batch.target_log_probs(lp))
-                        acc.base_nll += base_nll
+                        acc.totals[:3] += compare(
+                            logits, lse, reference, ref_lse, ref_top, batch.targets, batch.scored
+                        )
+                        acc.totals[3] += base_nll
                         acc.tokens += batch.count
                         advance(batch.count)
     finally:
@@ -248,9 +249,9 @@ def _batches(windows: Sequence[Sequence[int]], size: int) -> list[Sequence[Seque
 
 
 class _Batch:
-    """Windows right-padded into one batch on `device` (to `width` if given), with the
-    positions that predict a real next token (flat indices, so that selecting them needs no
-    device sync)."""
+    """Windows right-padded into one batch on `device` (to `width` if given). Every position
+    is computed; `scored` marks those that predict a real next token and `targets` holds
+    that token (0 elsewhere), so that no step waits on the device to count them."""
 
     def __init__(
         self, windows: Sequence[Sequence[int]], device: torch.device, width: int | None = None
@@ -261,23 +262,51 @@ class _Batch:
         for row, window in enumerate(windows):
             ids[row, : len(window)] = torch.tensor(window, dtype=torch.long)
             attention[row, : len(window)] = 1
-        scored = attention[:, 1:].bool()
-        rows, columns = scored.nonzero(as_tuple=True)
-        positions = rows * width + columns
-        self.count = int(positions.numel())
+        targets = torch.zeros_like(ids)
+        targets[:, :-1] = ids[:, 1:]
+        scored = torch.zeros_like(ids, dtype=torch.bool)
+        scored[:, :-1] = attention[:, 1:].bool()
+        self.count = int(scored.sum())
         self.ids, self.attention = ids.to(device), attention.to(device)
-        self.positions = positions.to(device)
-        self.targets = ids.view(-1)[positions + 1].to(device)
+        self.targets, self.scored = targets.view(-1).to(device), scored.view(-1).to(device)
 
-    def log_probs(self, model: torch.nn.Module) -> torch.Tensor:
-        """float32 log-probabilities of the next token at every scored position: [N, vocab]."""
+    def logits(self, model: torch.nn.Module) -> torch.Tensor:
+        """The model's logits at every position of the batch: [rows * width, vocab]."""
         logits = model(input_ids=self.ids, attention_mask=self.attention, use_cache=False).logits
-        flat = logits.reshape(-1, logits.shape[-1]).index_select(0, self.positions)
-        return torch.log_softmax(flat, dim=-1, dtype=torch.float32)
+        return logits.reshape(-1, logits.shape[-1])
 
-    def target_log_probs(self, log_probs: torch.Tensor) -> torch.Tensor:
-        """The log-probability of each actual next token: [N]."""
-        return log_probs.gather(-1, self.targets[:, None]).squeeze(-1)
+
+def _normaliser(logits: torch.Tensor) -> torch.Tensor:
+    """Per position, the log of the softmax's denominator, in float32: [N, V] -> [N]."""
+    return torch.logsumexp(logits.float(), dim=-1)
+
+
+def _nll(logits: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per position, minus the log-probability of the actual next token: [N]."""
+    return lse - logits.gather(-1, targets[:, None]).squeeze(-1).float()
+
+
+def _compare(
+    logits: torch.Tensor,
+    lse: torch.Tensor,
+    reference: torch.Tensor,
+    ref_lse: torch.Tensor,
+    ref_top: torch.Tensor,
+    targets: torch.Tensor,
+    scored: torch.Tensor,
+) -> torch.Tensor:
+    """Sums over the scored positions of a variant's KL(base || variant), agreement with the
+    base's most likely token, and negative log-likelihood: a [3] tensor.
+
+    log p_base - log p_variant = (reference - logits) - (ref_lse - lse), which is exactly 0
+    where the logits are the base's; two [N, V] float32 buffers, modified in place.
+    """
+    gap = reference.to(torch.float32, copy=True).sub_(logits).sub_((ref_lse - lse)[:, None])
+    base_p = reference.to(torch.float32, copy=True).sub_(ref_lse[:, None]).exp_()
+    kl = base_p.mul_(gap).sum(-1)
+    agree = (logits.argmax(-1) == ref_top).float()
+    per = (kl, agree, _nll(logits, lse, targets))
+    return torch.stack([_wide_sum(torch.where(scored, v, 0.0)) for v in per])
 
 
 def _wide_sum(values: torch.Tensor) -> torch.Tensor:
@@ -288,9 +317,31 @@ def _wide_sum(values: torch.Tensor) -> torch.Tensor:
     return values.double().sum()
 
 
-def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per row, the sum of `a * b` ([N, V] -> [N]), without an [N, V] product in memory."""
-    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+def _compiles(device: torch.device) -> bool:
+    """Whether torch.compile builds kernels for `device` here: CUDA with triton present."""
+    import importlib.util
+
+    return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+
+
+def _fused(fn: Any, device: torch.device) -> Any:
+    """`fn` compiled into fused kernels where `_compiles(device)`; where compiling fails, or
+    on other devices, `fn` as it is (the same figures, to float32 rounding)."""
+    if not _compiles(device):
+        return fn
+    compiled = torch.compile(fn)
+    failed = False
+
+    def run(*args: torch.Tensor) -> torch.Tensor:
+        nonlocal failed
+        if not failed:
+            try:
+                return compiled(*args)
+            except Exception:  # no kernel for this GPU: the eager operations compute the same
+                failed = True
+        return fn(*args)
+
+    return run
 
 
 @contextmanager
