@@ -179,7 +179,8 @@ def _printer(echo: Callable[[str], None]) -> Callable[[object], None]:
 
 
 def _show_answers(staging: Path, echo: Callable[[str], None]) -> None:
-    """Each built variant's example answers, as its card shows them (one line each)."""
+    """Each built variant's example answers, as its card shows them (one line each): the
+    answer, or where the model gave none (no `final` channel), its raw output, marked."""
 
     for record_path in sorted(staging.glob(f"*/{FILENAME}")):
         record = read_provenance(record_path)
@@ -187,7 +188,9 @@ def _show_answers(staging: Path, echo: Callable[[str], None]) -> None:
             continue
         echo(f"  answers of {record_path.parent.name}:")
         for example in record.examples.examples:
-            answer = example.final or example.completion
+            answer = example.final
+            if answer is None:
+                answer = f"(no answer; raw output) {example.completion}"
             echo(f"    {_one_line(example.prompt)} -> {_one_line(answer)}")
 
 

@@ -31,6 +31,10 @@ def test_demo_publishes_the_release_then_changes_nothing(
     sums = re.findall(r"What is (\d+) \+ (\d+)\? -> \1 \+ \2 = (\d+)", text)
     assert len(sums) >= 4, text
     assert all(int(a) + int(b) == int(c) for a, b, c in sums), sums
+    # An answer is the final channel's text; raw output (special tokens) only where marked.
+    answers = [line.split(" -> ", 1)[1] for line in lines if line.startswith("    ")]
+    raw = [a for a in answers if "<|" in a]
+    assert all(a.startswith("(no answer; raw output) ") for a in raw), raw
     loaded = re.search(
         r"from the local Hub with transformers: What is (\d+) \+ (\d+)\? -> .*= (\d+)", text
     )
