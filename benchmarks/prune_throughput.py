@@ -27,6 +27,9 @@ On a VM that hands free memory back to its host (virtio-balloon free page report
 the Firecracker dev machine), a new page-cache page may cost a host fault, and how many do
 depends on what was freed when; `benchmarks/page_cache_writes.py` measures that effect
 alone. Where it is large, the ratios below say more about the machine than the pruner.
+The header line `free page reporting` says whether it is on here; as root, writing 11 to
+/sys/module/page_reporting/parameters/page_reporting_order stops it (no free block is that
+large) until the old value is written back.
 
 The base is laid out like a Hugging Face cache snapshot (`blobs/<sha256>` + links), as
 `snapshot_download` leaves it, so base hashes come from the blob names; `--base plain`
@@ -154,12 +157,25 @@ def main() -> None:
         size, cpus = real_layout_bytes(args.layers), os.cpu_count()
         print(f"base: {args.layers} layers, {size:,} tensor bytes, {base}")
         print(f"keep: {KEPT} of {EXPERTS} experts per layer; runs: {args.runs}; cpus: {cpus}")
+        print(f"free page reporting: {page_reporting()}")
         shard_bytes = int(args.max_shard_gib * 2**30) if args.max_shard_gib else None
         if shard_bytes:
             print(f"output shards: at most {args.max_shard_gib} GiB")
         for out_format in args.dtype:
             for cache in args.cache:
                 measure(work, base, keep, out_format, cache, args.runs, shard_bytes)
+
+
+def page_reporting() -> str:
+    """Whether this machine hands freed pages back to its host (virtio-balloon), and from
+    which block order: the figures depend on it (see the module's docstring)."""
+    path = Path("/sys/module/page_reporting/parameters/page_reporting_order")
+    try:
+        order = int(path.read_text())
+    except (OSError, ValueError):
+        return "none (no page_reporting module)"
+    state = "off" if order > 10 else "on"
+    return f"{state} (page_reporting_order {order})"
 
 
 def prepare_base(work: Path, layers: int, kind: str) -> Path:
